@@ -1,0 +1,1 @@
+"""Power-law fits, bootstrap, extrapolation backtests, recommendation and plots."""

@@ -1,0 +1,1 @@
+"""The Flax NNX decoder family: model, parameter and FLOP accounting, shape ladder, sampling."""

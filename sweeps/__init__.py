@@ -1,0 +1,1 @@
+"""Sweep grids (*.toml), grid expansion, the Ray sweep engine and the run store."""
