@@ -21,6 +21,7 @@ Everything after reading is vectorised with numpy over events; Python loops run 
 
 from __future__ import annotations
 
+import json
 import time as _time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -135,7 +136,8 @@ def build_vocabulary(train: EventArrays, settings: TokenizerSettings,
     n_value_tokens = max((len(e) + 1 for e in edges.values()), default=0)
 
     tokens: list[tuple[str, str, str, str]] = [(PAD, "special", "special", ""), (EOS, "special", "special", "")]
-    tokens += [(unknown_token(c), c, "unknown", "") for c in CATEGORIES if c not in ("special", "age", "time", "value", "death")]
+    unknown_categories = [c for c in CATEGORIES if c not in ("special", "age", "time", "value", "death")]
+    tokens += [(unknown_token(c), c, "unknown", "") for c in unknown_categories]
     tokens += [(name, "time", "time", "") for name, _ in TIME_INTERVALS]
     tokens += [(age_token(a), "age", "age", "") for a in range(0, MAX_AGE_BUCKET + 1, AGE_BUCKET_YEARS)]
     tokens += [(value_token(b), "value", "value", "") for b in range(n_value_tokens)]
@@ -386,6 +388,9 @@ def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings 
     started = _time.perf_counter()
     dataset = read_meds(meds_dir)
     stats, vocab, splits = tokenize_events(dataset, settings)
+    world_file = Path(meds_dir) / "metadata" / "synthetic_world.json"
+    if world_file.is_file():
+        stats["entropy_floor"] = entropy_floor(json.loads(world_file.read_text()), vocab, splits)
     stats["seconds"] = round(_time.perf_counter() - started, 3)
     write_token_store(out_dir, vocab, splits, stats, {"source": str(meds_dir), **asdict(settings)},
                       overwrite=overwrite)
@@ -419,6 +424,33 @@ def tokenize_events(dataset: MedsDataset, settings: TokenizerSettings
         "unknown_token_rate": {name: _unknown_rate(splits[name][0], vocab) for name in SPLITS},
     }
     return stats, vocab, splits
+
+
+def entropy_floor(world_settings: dict, vocab: Vocabulary,
+                  splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """The exact entropy floor of a synthetic cohort's token store: the generator's -log p per token.
+
+    `nats_per_token` averages over every token but each patient's first, which is what a model scores
+    on windows that start at a patient's start and hold the whole timeline (window mode "patient" with
+    seq_len + 1 >= max_tokens): there the model sees the same history the generator conditioned on, so
+    no model can go below it in expectation. `nats_per_token_packed` includes first tokens (a new
+    patient's first token after [EOS]); with packed windows cut at random offsets the context is
+    shorter than the generator's, so it is a lower bound there, not the exact floor.
+    """
+    from scaling.synth_cohort import score_token_split
+
+    floor = {"max_tokens": world_settings["max_tokens"], "world_seed": world_settings["world_seed"]}
+    for name, (tokens, offsets, _) in splits.items():
+        if len(offsets) < 2:
+            continue
+        scored = score_token_split(tokens, offsets, vocab, world_settings)
+        floor[name] = {
+            "nats_per_token": round(scored["nats_per_token_after_first"], 6),
+            "nats_per_token_packed": round(scored["nats_per_token_all"], 6),
+            "patients_scored": scored["patients_scored"],
+            "patients": scored["patients"],
+        }
+    return floor
 
 
 def _split_of_rows(dataset: MedsDataset, subject: np.ndarray) -> np.ndarray:

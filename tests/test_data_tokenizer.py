@@ -6,8 +6,8 @@ from meds_builders import t, write_dataset
 
 from scaling.codes import code_category, code_pieces
 from scaling.meds_io import read_meds
-from scaling.tokenizer import TokenizerSettings, detokenize, tokenize_events
 from scaling.token_store import TokenStore
+from scaling.tokenizer import TokenizerSettings, detokenize, tokenize_events
 
 PATIENT_1 = [
     (1, None, "GENDER//F", None),

@@ -1,0 +1,361 @@
+"""The synthetic cohort's clinical process, generated at token resolution, and its exact scoring.
+
+A patient is a sequence of events drawn one at a time by a process whose state is a function of the
+tokens emitted so far (sex, age bucket and elapsed interval tokens, the conditions diagnosed, the last
+value bin of each lab, the current encounter, the token count). No hidden variable: the probability
+of every token given the tokens before it is known exactly, so the generator can
+
+- sample patients (`simulate`), recording each token's -log p as it goes;
+- score any token sequence of its vocabulary (`score_patients`, the same code path with the choices
+  forced), which gives the exact entropy floor of a token store and the oracle for evaluation;
+- continue a patient from any point of its history (`simulate(..., prefix=...)`).
+
+One step draws one event for every active patient (vectorised over patients):
+
+    phase start      -> the first encounter (no interval token)
+    in an encounter  -> another item at the same time (diagnosis, lab + value bin, medication,
+                        procedure), or leave: [EOS], or an interval token and the next encounter / death
+    admitted         -> items, or an interval (length of stay) and the discharge or death
+    dead             -> [EOS]
+
+A timeline ends with [EOS]; every patient has at most `max_tokens` tokens (the process stops early
+enough), so a window of that length holds a whole timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+from scaling.codes import code_pieces
+from scaling.synth_world import (
+    KIND_DEATH,
+    KIND_DISCHARGE,
+    KIND_ENCOUNTER,
+    World,
+)
+from scaling.vocab import MONTH, TIME_INTERVALS
+
+N_BINS = 10
+N_AGE_BUCKETS = 21
+# Age at the first encounter, by 5-year bucket (0-4 ... 100+): adults, most between 30 and 80.
+AGE_BUCKET_WEIGHTS = np.array([0, 0, 0, 0.5, 1, 1.2, 1.4, 1.6, 1.8, 2, 2.2, 2.4, 2.4, 2.2, 2, 1.6, 1.2, 0.7, 0.3, 0, 0])
+LONG_GAP = len(TIME_INTERVALS) - 1  # the ">= 6 months" class, repeated once per 6 months
+MAX_LONG_REPEATS = 6
+LONG_CONTINUE = 0.35  # P(one more 6-month token) after each, below the cap
+OUT_GAPS = np.array([8, 9, 10, 11, LONG_GAP])  # 1w-2w ... >= 6 months between encounters
+STAY_GAPS = np.array([6, 7, 8])  # 1d-3d, 3d-1w, 1w-2w lengths of stay
+MAX_EVENT_TOKENS = MAX_LONG_REPEATS + 4 + 1
+CAP_MARGIN = 4 * MAX_EVENT_TOKENS  # near the token cap: no more items, then [EOS]
+
+START, VISIT, ADMITTED, DISCHARGED, DEAD, DONE = range(6)
+
+_bounds = [lower for _, lower in TIME_INTERVALS] + [2 * TIME_INTERVALS[-1][1]]
+GAP_REPRESENTATIVE_YEARS = np.array([(a + b) / 2 for a, b in zip(_bounds[:-1], _bounds[1:])]) / (365.25 * 1440)
+SIX_MONTHS_YEARS = 6 * MONTH / (365.25 * 1440)
+
+
+@dataclass
+class Timelines:
+    """Patients as events: the column s of each array is a patient's s-th event (-1: none)."""
+
+    sex: np.ndarray  # (n,) 0 female, 1 male
+    age_bucket: np.ndarray  # (n,) 5-year bucket at the first encounter
+    gap: np.ndarray  # (n, S) interval class before the event, -1 for none (same time)
+    repeats: np.ndarray  # (n, S) number of 6-month tokens when gap is the long class
+    code: np.ndarray  # (n, S) world code id, -1 after the end
+    value_bin: np.ndarray  # (n, S) lab value bin, -1 for none
+    token_nll: np.ndarray  # (n, max_tokens) -log p of each token given the ones before, NaN after the end
+    n_tokens: np.ndarray  # (n,) tokens per patient, [EOS] included
+
+
+class ClinicalProcess:
+    def __init__(self, world: World, max_tokens: int = 256):
+        self.world = world
+        self.max_tokens = max_tokens
+        n_codes = len(world.codes)
+        # Token paths of every code, as prefixes ("nodes"): node_of[c, j] is the prefix of code c's
+        # first j + 1 tokens; member[node] marks the codes that share it.
+        pieces = [tuple(p.token for p in code_pieces(c)) for c in world.codes]
+        self.code_tokens = pieces
+        self.code_length = np.array([len(p) for p in pieces])
+        # Token paths of every code: in codes sorted by their token tuples, the codes that share the
+        # first j + 1 tokens of code c are the contiguous range node_range[c, j] = (lo, hi).
+        self.path_order = np.array(sorted(range(n_codes), key=lambda c: pieces[c]))
+        sorted_pieces = [pieces[c] for c in self.path_order]
+        depth = int(self.code_length.max())
+        self.node_range = np.zeros((n_codes, depth, 2), np.int64)
+        for c, p in enumerate(pieces):
+            for j in range(len(p)):
+                same = [k for k, q in enumerate(sorted_pieces) if q[: j + 1] == p[: j + 1]]
+                self.node_range[c, j] = (same[0], same[-1] + 1)
+        self.effects = (world.medication_weight + world.procedure_weight)
+        self.effects[:, world.lab_code] += world.lab_weight
+        self.lab_index = -np.ones(n_codes, np.int64)
+        self.lab_index[world.lab_code] = np.arange(len(world.lab_code))
+        self.condition_index = -np.ones(n_codes, np.int64)
+        self.condition_index[world.condition_code] = np.arange(world.n_conditions)
+        self.encounter_codes = np.flatnonzero(world.kind == KIND_ENCOUNTER)
+        self.discharge_code = int(np.flatnonzero(world.kind == KIND_DISCHARGE)[0])
+        self.death_code = int(np.flatnonzero(world.kind == KIND_DEATH)[0])
+        self.inpatient_code = int(self.encounter_codes[-1])
+
+    # ------------------------------------------------------------------------------------------------
+    # The distributions at one step, for a batch of patients in state `s`
+
+    def item_distribution(self, s: _State, rows: np.ndarray) -> np.ndarray:
+        """(r, C) probabilities of the next same-time item of an encounter."""
+        w = self.world
+        cond = s.cond[rows].astype(np.float64)  # (r, K)
+        sparse_cond = scipy.sparse.csr_matrix(cond)
+        age = s.age[rows]
+        log_hazard = np.log(np.maximum(w.base_rate, 1e-300))[None] + w.age_slope[None] * (age[:, None] - 50) / 10
+        log_hazard = log_hazard + np.where(s.sex[rows, None] == 0, np.log(w.female_multiplier)[None], 0.0)
+        hazard = np.exp(log_hazard + sparse_cond @ w.links) * (1 - cond)
+        hazard[:, w.dialysis] += 0.02 * cond[:, w.ckd] * (1 - cond[:, w.dialysis])
+        hazard = np.minimum(hazard, 0.5)
+        n_cond = cond.sum(1, keepdims=True)
+        weights = sparse_cond @ self.effects + w.routine_procedure[None]  # (r, C)
+        weights[:, w.condition_code] += hazard + 0.3 * cond / np.maximum(n_cond, 1)
+        lab_weight = np.where(s.phase[rows] == ADMITTED, 2.0, 1.0)[:, None]
+        weights[:, w.lab_code] = (weights[:, w.lab_code] + 0.15) * lab_weight
+        return weights / weights.sum(1, keepdims=True)
+
+    def lab_bin_distribution(self, s: _State, rows: np.ndarray, labs: np.ndarray) -> np.ndarray:
+        """(r, 10) value-bin probabilities of lab `labs[i]` for patient rows[i]."""
+        shift = (s.cond[rows].astype(np.float64) * self.world.lab_shift[:, labs].T).sum(1)
+        centre = 4.5 + shift + 0.5 * (s.age[rows] - 50) / 20
+        last = s.last_bin[rows, labs]
+        centre = np.where(last >= 0, 0.5 * centre + 0.5 * last, centre)
+        logits = -((np.arange(N_BINS)[None] - centre[:, None]) ** 2) / (2 * 1.3**2)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        return p / p.sum(1, keepdims=True)
+
+    def continue_probability(self, s: _State, rows: np.ndarray) -> np.ndarray:
+        phase, items = s.phase[rows], s.items[rows]
+        p = np.select([phase == VISIT, phase == ADMITTED, phase == DISCHARGED],
+                      [0.9 * 0.85**items, 0.95 * 0.9**items, 0.6 * 0.7**items], 0.0)
+        return np.where(s.n_tokens[rows] >= self.max_tokens - CAP_MARGIN, 0.0, p)
+
+    def end_probability(self, s: _State, rows: np.ndarray) -> np.ndarray:
+        """P([EOS]) when leaving an outpatient encounter or a discharge."""
+        forced = (s.n_tokens[rows] >= self.max_tokens - CAP_MARGIN) | (s.age[rows] >= 100)
+        return np.where(forced, 1.0, 0.025)
+
+    def out_gap_distribution(self, s: _State, rows: np.ndarray) -> np.ndarray:
+        burden = np.minimum(s.cond[rows].sum(1), 6)[:, None]
+        logits = np.array([-1.5, -0.6, 0.6, 0.6, 0.4])[None] + burden * np.array([0.35, 0.3, 0.1, -0.2, -0.45])
+        p = np.exp(logits)
+        return p / p.sum(1, keepdims=True)
+
+    def out_code_distribution(self, s: _State, rows: np.ndarray) -> np.ndarray:
+        burden = s.cond[rows].sum(1)
+        weights = np.zeros((len(rows), len(self.world.codes)))
+        ones = np.ones(len(rows))
+        weights[:, self.encounter_codes] = np.stack(
+            [0.6 * ones, 0.15 * ones, 0.1 * (1 + 0.15 * burden), 0.04 * (1 + 0.3 * burden)], 1)
+        weights[:, self.death_code] = np.minimum(0.002 * np.exp((s.age[rows] - 65) / 9) * (1 + 0.25 * burden), 1.0)
+        return weights / weights.sum(1, keepdims=True)
+
+    def stay_distribution(self, s: _State, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        burden = np.minimum(s.cond[rows].sum(1), 6)
+        gap = np.stack([0.5 - 0.04 * burden, 0.35 + 0.02 * burden, 0.15 + 0.02 * burden], 1)
+        death = np.minimum(0.02 * (1 + 0.2 * burden) * np.exp((s.age[rows] - 70) / 15), 0.5)
+        codes = np.zeros((len(rows), len(self.world.codes)))
+        codes[:, self.discharge_code] = 1 - death
+        codes[:, self.death_code] = death
+        return gap, codes
+
+    # ------------------------------------------------------------------------------------------------
+    # Running the process: sampled (forced=None) or replaying given timelines (forced)
+
+    def run(self, n: int, rng: np.random.Generator, forced: Timelines | None = None,
+            start: _State | None = None, max_steps: int | None = None) -> Timelines:
+        s = start or _State.new(n, self.world, self.max_tokens)
+        max_steps = max_steps or self.max_tokens
+        out = Timelines(
+            sex=s.sex.copy(), age_bucket=s.age_bucket.copy(),
+            gap=-np.ones((n, max_steps), np.int8), repeats=np.zeros((n, max_steps), np.int8),
+            code=-np.ones((n, max_steps), np.int32), value_bin=-np.ones((n, max_steps), np.int8),
+            token_nll=s.token_nll, n_tokens=s.n_tokens,
+        )
+        if start is None:
+            if forced is None:
+                s.sex[:] = rng.integers(0, 2, n)
+                p_age = AGE_BUCKET_WEIGHTS / AGE_BUCKET_WEIGHTS.sum()
+                s.age_bucket[:] = _sample(np.broadcast_to(p_age, (n, N_AGE_BUCKETS)), rng.random(n))
+            else:
+                s.sex[:], s.age_bucket[:] = forced.sex, forced.age_bucket
+            s.emit(np.arange(n), np.full(n, np.log(2.0)))
+            s.emit(np.arange(n), -np.log(AGE_BUCKET_WEIGHTS[s.age_bucket] / AGE_BUCKET_WEIGHTS.sum()))
+            s.age[:] = s.age_bucket * 5 + 2.5
+            out.sex, out.age_bucket = s.sex.copy(), s.age_bucket.copy()
+        for step in range(max_steps):
+            active = np.flatnonzero(s.phase != DONE)
+            if not len(active):
+                break
+            u = rng.random((len(active), 6))
+            f = None if forced is None else (forced.gap[active, step], forced.repeats[active, step],
+                                             forced.code[active, step], forced.value_bin[active, step])
+            self._step(s, active, u, f, out, step)
+        return out
+
+    def _step(self, s, rows, u, f, out, step):
+        n = len(rows)
+        phase = s.phase[rows]
+        logp_first = np.zeros(n)  # log-prob carried into the first token of this step's event
+        # 1. Stay in the encounter (an item at the same time) or leave it.
+        p_cont = self.continue_probability(s, rows)
+        if f is None:
+            stay = u[:, 0] < p_cont
+        else:
+            stay = (f[2] >= 0) & (f[0] < 0) & (phase != START)
+        stay &= np.isin(phase, (VISIT, ADMITTED, DISCHARGED))
+        can_stay = np.isin(phase, (VISIT, ADMITTED, DISCHARGED))
+        logp_first += np.where(can_stay, np.log(np.where(stay, p_cont, 1 - p_cont)), 0.0)
+        # 2. Leaving an outpatient encounter or a discharge may end the timeline.
+        leave_out = ~stay & np.isin(phase, (VISIT, DISCHARGED))
+        p_end = np.where(leave_out, self.end_probability(s, rows), 0.0)
+        p_end = np.where(phase == DEAD, 1.0, p_end)
+        ends = (u[:, 1] < p_end) if f is None else (f[2] < 0)
+        ends &= (leave_out | (phase == DEAD))
+        logp_first += np.where(leave_out | (phase == DEAD), np.log(np.where(ends, p_end, 1 - p_end)), 0.0)
+        done = np.flatnonzero(ends)
+        s.emit(rows[done], -logp_first[done])
+        s.phase[rows[done]] = DONE
+        go = ~ends & (phase != DEAD)
+        # 3. The interval before the event and the distribution of its code.
+        code_p = np.zeros((n, len(self.world.codes)))
+        gap = -np.ones(n, np.int64)
+        reps = np.zeros(n, np.int64)
+        start_rows = np.flatnonzero(go & (phase == START))
+        code_p[start_rows[:, None], self.encounter_codes[None]] = np.array([0.6, 0.15, 0.15, 0.1])
+        item_rows = np.flatnonzero(go & stay)
+        if len(item_rows):
+            code_p[item_rows] = self.item_distribution(s, rows[item_rows])
+        out_rows = np.flatnonzero(go & leave_out)
+        stay_rows = np.flatnonzero(go & ~stay & (phase == ADMITTED))
+        groups = []
+        if len(out_rows):
+            groups.append((out_rows, self.out_gap_distribution(s, rows[out_rows]), OUT_GAPS,
+                           self.out_code_distribution(s, rows[out_rows])))
+        if len(stay_rows):
+            gap_p, codes = self.stay_distribution(s, rows[stay_rows])
+            groups.append((stay_rows, gap_p, STAY_GAPS, codes))
+        for group, gap_p, gaps, codes in groups:
+            k = _sample(gap_p, u[group, 2]) if f is None else np.searchsorted(gaps, f[0][group])
+            gap[group] = gaps[k]
+            logp_first[group] += np.log(gap_p[np.arange(len(group)), k])
+            code_p[group] = codes
+        # 4. Time tokens: the interval class, or 1..6 tokens of 6 months.
+        long_rows = np.flatnonzero(gap == LONG_GAP)
+        if len(long_rows):
+            if f is None:
+                extra = np.minimum(np.floor(np.log(u[long_rows, 3]) / np.log(LONG_CONTINUE)), MAX_LONG_REPEATS - 1)
+                reps[long_rows] = 1 + extra.astype(np.int64)
+            else:
+                reps[long_rows] = f[1][long_rows]
+            reps[gap >= 0] = np.where(gap[gap >= 0] == LONG_GAP, reps[gap >= 0], 1)
+        else:
+            reps[gap >= 0] = 1
+        go_rows = np.flatnonzero(go)
+        has_time = gap[go_rows] >= 0
+        first_nll = -logp_first
+        # the first token is the interval token when there is one, else the code's first token
+        time_rows = go_rows[has_time]
+        s.emit(rows[time_rows], first_nll[time_rows])
+        for r in range(1, MAX_LONG_REPEATS + 1):
+            # after the r-th 6-month token: another one (p = LONG_CONTINUE) or the code
+            more = time_rows[(gap[time_rows] == LONG_GAP) & (reps[time_rows] > r)]
+            s.emit(rows[more], np.full(len(more), -np.log(LONG_CONTINUE)))
+        stop_nll = np.where((gap == LONG_GAP) & (reps < MAX_LONG_REPEATS), -np.log(1 - LONG_CONTINUE), 0.0)
+        # 5. The code, token by token (prefix masses), then the lab value bin.
+        cdf = np.cumsum(code_p[go_rows][:, self.path_order], axis=1)  # (g, C) in token-path order
+        if f is None:
+            code = self.path_order[np.minimum((cdf < u[go_rows, 4:5] * cdf[:, -1:]).sum(1), cdf.shape[1] - 1)]
+        else:
+            code = f[2][go_rows]
+        node_nll = self._code_token_nll(cdf, code)  # (g, depth), NaN past the code's length
+        node_nll[:, 0] += np.where(has_time, stop_nll[go_rows], first_nll[go_rows])
+        for j in range(node_nll.shape[1]):
+            has = ~np.isnan(node_nll[:, j])
+            s.emit(rows[go_rows[has]], node_nll[has, j])
+        bins = -np.ones(len(go_rows), np.int64)
+        lab_rows = np.flatnonzero(self.lab_index[code] >= 0)
+        if len(lab_rows):
+            labs = self.lab_index[code[lab_rows]]
+            bin_p = self.lab_bin_distribution(s, rows[go_rows[lab_rows]], labs)
+            b = _sample(bin_p, u[go_rows[lab_rows], 5]) if f is None else f[3][go_rows[lab_rows]]
+            bins[lab_rows] = b
+            s.emit(rows[go_rows[lab_rows]], -np.log(bin_p[np.arange(len(lab_rows)), b]))
+            s.last_bin[rows[go_rows[lab_rows]], labs] = b
+        # 6. Record the event and update the state.
+        g_rows = rows[go_rows]
+        out.gap[g_rows, step] = gap[go_rows]
+        out.repeats[g_rows, step] = reps[go_rows]
+        out.code[g_rows, step] = code
+        out.value_bin[g_rows, step] = bins
+        years = np.where(gap[go_rows] == LONG_GAP, (reps[go_rows] + 0.5) * SIX_MONTHS_YEARS,
+                         np.where(gap[go_rows] >= 0, GAP_REPRESENTATIVE_YEARS[np.maximum(gap[go_rows], 0)], 0.0))
+        s.age[g_rows] += years
+        cond_index = self.condition_index[code]
+        diag = cond_index >= 0
+        s.cond[g_rows[diag], cond_index[diag]] = True
+        kind = self.world.kind[code]
+        new_phase = s.phase[g_rows].copy()
+        s.items[g_rows] += 1
+        opened = (kind == KIND_ENCOUNTER) | (kind == KIND_DISCHARGE)
+        new_phase[kind == KIND_ENCOUNTER] = VISIT
+        new_phase[code == self.inpatient_code] = ADMITTED
+        new_phase[kind == KIND_DISCHARGE] = DISCHARGED
+        new_phase[kind == KIND_DEATH] = DEAD
+        s.items[g_rows[opened]] = 0
+        s.phase[g_rows] = new_phase
+
+    def _code_token_nll(self, path_cdf: np.ndarray, code: np.ndarray) -> np.ndarray:
+        """-log p of each token of `code` given the tokens before it, from the prefix masses of the
+        code distribution's CDF in token-path order; (g, depth), NaN past each code's length."""
+        g, depth = len(code), self.node_range.shape[1]
+        cdf = np.concatenate([np.zeros((g, 1)), path_cdf], axis=1)
+        nll = np.full((g, depth), np.nan)
+        previous = np.ones(g)
+        rows = np.arange(g)
+        for j in range(depth):
+            has = j < self.code_length[code]
+            lo, hi = self.node_range[code[has], j, 0], self.node_range[code[has], j, 1]
+            mass = cdf[rows[has], hi] - cdf[rows[has], lo]
+            nll[has, j] = -np.log(mass / previous[has])
+            previous[has] = mass
+        return nll
+
+
+@dataclass
+class _State:
+    sex: np.ndarray
+    age_bucket: np.ndarray
+    age: np.ndarray  # years, from the age token and the interval tokens
+    cond: np.ndarray  # (n, K) diagnosed conditions
+    last_bin: np.ndarray  # (n, L) last value bin of each lab, -1 before the first
+    phase: np.ndarray
+    items: np.ndarray  # items so far in the current encounter
+    n_tokens: np.ndarray
+    token_nll: np.ndarray  # (n, max_tokens)
+
+    @classmethod
+    def new(cls, n: int, world: World, max_tokens: int) -> _State:
+        return cls(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros((n, world.n_conditions), bool),
+                   -np.ones((n, len(world.lab_code)), np.int64), np.full(n, START), np.zeros(n, np.int64),
+                   np.zeros(n, np.int64), np.full((n, max_tokens), np.nan))
+
+    def emit(self, rows: np.ndarray, nll: np.ndarray) -> None:
+        """Record one token for each of `rows` with its -log p."""
+        self.token_nll[rows, self.n_tokens[rows]] = nll
+        self.n_tokens[rows] += 1
+
+
+def _sample(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One draw per row of the categorical distributions p (r, k), by inverse CDF with uniforms u (r,)."""
+    cdf = np.cumsum(p, axis=1)
+    return np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(1), p.shape[1] - 1)
