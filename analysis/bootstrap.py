@@ -1,0 +1,119 @@
+"""Bootstrap uncertainty: resample whole runs (not points) with replacement, refit every approach that ran on
+the full table, and report percentile intervals for every parameter, the exponents a and b, and, at a
+target compute, the recommended N, D and predicted loss.
+
+Approach 3 refits start from the full-data optimum (as Epoch did) and fall back to the full initialisation
+grid when that start does not converge. A resample on which an approach cannot run (say, a budget left
+with two sizes) is counted in `n_failed` rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.blas_threads import single_threaded_blas
+from analysis.envelope import EnvelopeFit, fit_training_curve_envelope
+from analysis.isoflop import IsoflopFit, fit_isoflop_profiles
+from analysis.parametric_fit import ParametricLossFit, fit_parametric_loss_table
+from analysis.results_table import NotEnoughData, ResultsTable
+
+CONFIDENCE_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    n: int
+    seed: int
+    samples: dict[str, np.ndarray]  # "approach3.alpha" -> values over the resamples where approach 3 ran
+    n_failed: dict[str, int]
+    level: float = CONFIDENCE_LEVEL
+
+    def interval(self, name: str) -> tuple[float, float] | None:
+        values = self.samples.get(name)
+        if values is None or len(values) < 2:
+            return None
+        tail = 100 * (1 - self.level) / 2
+        low, high = np.percentile(values, [tail, 100 - tail])
+        return float(low), float(high)
+
+    def to_json(self) -> dict:
+        return {
+            "n": self.n,
+            "seed": self.seed,
+            "level": self.level,
+            "n_failed": dict(self.n_failed),
+            "ci": {name: list(self.interval(name)) for name in self.samples if self.interval(name)},
+        }
+
+
+def _parametric_values(fit: ParametricLossFit) -> dict[str, float]:
+    return {"E": fit.E, "A": fit.A, "B": fit.B, "alpha": fit.alpha, "beta": fit.beta, "a": fit.a, "b": fit.b}
+
+
+def _recommendation_values(fit, compute: float, loss_law: ParametricLossFit | None) -> dict[str, float]:
+    params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
+    values = {"optimal_params": params, "optimal_tokens": tokens, "tokens_per_param": tokens / params}
+    if loss_law is not None:
+        values["predicted_loss"] = float(loss_law.predict(params, tokens))
+    return values
+
+
+def bootstrap_fits(
+    table: ResultsTable,
+    n_resamples: int,
+    *,
+    approach1: EnvelopeFit | None = None,
+    approach2: IsoflopFit | None = None,
+    approach3: ParametricLossFit | None = None,
+    compute: float | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> BootstrapResult:
+    """Refit the approaches given (those that ran on the full table) on `n_resamples` resamples of runs."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    n_failed = {name: 0 for name, fit in (("approach1", approach1), ("approach2", approach2),
+                                           ("approach3", approach3)) if fit is not None}  # fmt: skip
+
+    def record(prefix: str, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            samples.setdefault(f"{prefix}.{key}", []).append(value)
+
+    with single_threaded_blas():
+        for i in range(n_resamples):
+            resample = table.select(rng.integers(0, table.n_runs, table.n_runs))
+            refits: dict[str, object] = {}
+            if approach3 is not None:
+                try:
+                    refit = fit_parametric_loss_table(resample, warm_start=approach3)
+                    refits["approach3"] = refit
+                    record("approach3", _parametric_values(refit))
+                except NotEnoughData:
+                    n_failed["approach3"] += 1
+            for name, fit_function, fitted in (
+                ("approach2", fit_isoflop_profiles, approach2),
+                ("approach1", fit_training_curve_envelope, approach1),
+            ):
+                if fitted is None:
+                    continue
+                try:
+                    refit = fit_function(resample)
+                    refits[name] = refit
+                    record(name, {"a": refit.a, "b": refit.b})
+                except NotEnoughData:
+                    n_failed[name] += 1
+            if compute is not None:
+                loss_law = refits.get("approach3")
+                for name, refit in refits.items():
+                    record(name, _recommendation_values(refit, compute, loss_law))
+            if progress is not None:
+                progress(i + 1)
+    return BootstrapResult(
+        n=n_resamples,
+        seed=seed,
+        samples={name: np.array(values) for name, values in samples.items()},
+        n_failed=n_failed,
+    )

@@ -1,0 +1,105 @@
+"""Synthetic results tables drawn from a known law L(N, D) = E + A/N^alpha + B/D^beta with noise: the
+ground truth that tests and the example notebook check the fits against.
+
+An IsoFLOP sweep is simulated: for each budget C, model sizes log-spaced around the true optimum (shifted
+a little so the grid is not perfectly centred, as in a real sweep), D = C / (6 N), and a final loss with
+multiplicative log-normal noise. Optional per-run curves give the loss at earlier token counts as if each
+run had been stopped there (a schedule sized to every length).
+
+    python -m analysis.example_table --out notebooks/data   # writes the table the notebook ships with
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.results_table import FLOPS_PER_PARAM_TOKEN
+
+
+@dataclass(frozen=True)
+class KnownLaw:
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def loss(self, params, tokens):
+        return self.E + self.A * np.power(params, -self.alpha) + self.B * np.power(tokens, -self.beta)
+
+    @property
+    def a(self) -> float:
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def optimal_params(self, compute, flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN):
+        g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        return g * np.power(np.asarray(compute) / flops_per_param_token, self.a)
+
+
+# A law in the regime of medical event models (about 1,000 tokens per parameter at 1e16 FLOPs, a ≈ 0.52).
+EXAMPLE_LAW = KnownLaw(E=1.2, A=70.0, B=900.0, alpha=0.30, beta=0.33)
+EXAMPLE_BUDGETS = (1e14, 3e14, 1e15, 3e15, 1e16, 3e16)
+# Epoch's fit of the Chinchilla runs, for tests at language-model scale.
+CHINCHILLA_LAW = KnownLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+
+
+def synthetic_isoflop_table(
+    law: KnownLaw,
+    budgets: tuple[float, ...] | np.ndarray,
+    sizes_per_budget: int = 7,
+    span_decades: float = 1.2,
+    noise: float = 0.005,
+    seed: int = 0,
+    curve_points: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(runs, curves): a results table with columns run_id, params, tokens, flops, budget, loss, and, when
+    curve_points > 0, long-format curves (run_id, tokens, loss) from 5% of each run's tokens to all."""
+    rng = np.random.default_rng(seed)
+    rows, curve_rows = [], []
+    for budget in budgets:
+        centre = np.log10(law.optimal_params(budget)) + rng.uniform(-0.15, 0.15)
+        for log_params in centre + np.linspace(-span_decades / 2, span_decades / 2, sizes_per_budget):
+            params = float(round(10**log_params))
+            tokens = budget / (FLOPS_PER_PARAM_TOKEN * params)
+            run_id = f"C{budget:.0e}-N{params:.3g}".replace("+", "")
+            loss = law.loss(params, tokens) * np.exp(noise * rng.standard_normal())
+            rows.append((run_id, params, tokens, budget, budget, float(loss)))
+            if curve_points:
+                seen = tokens * np.geomspace(0.05, 1.0, curve_points)
+                curve_loss = law.loss(params, seen) * np.exp(noise * rng.standard_normal(curve_points))
+                curve_loss[-1] = loss  # the curve ends at the run's final loss
+                curve_rows += [(run_id, float(d), float(v)) for d, v in zip(seen, curve_loss, strict=True)]
+    runs = pd.DataFrame(rows, columns=["run_id", "params", "tokens", "flops", "budget", "loss"])
+    curves = pd.DataFrame(curve_rows, columns=["run_id", "tokens", "loss"]) if curve_points else None
+    return runs, curves
+
+
+def write_example_table(out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
+    """The example table of the notebook: example_results.csv and its side file example_results_curves.csv."""
+    runs, curves = synthetic_isoflop_table(EXAMPLE_LAW, EXAMPLE_BUDGETS, seed=seed, curve_points=20)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path, curves_path = out_dir / "example_results.csv", out_dir / "example_results_curves.csv"
+    runs.to_csv(results_path, index=False, float_format="%.6g")
+    curves.to_csv(curves_path, index=False, float_format="%.6g")
+    return results_path, curves_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("notebooks/data"))
+    parser.add_argument("--seed", type=int, default=0)
+    for path in write_example_table(parser.parse_args().out, parser.parse_args().seed):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

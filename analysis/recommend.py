@@ -1,0 +1,142 @@
+"""The compute-optimal model at a budget C: N and D from the chosen approach (approach 3 by default; the
+others side by side), tokens per parameter, the loss approach 3 predicts there, bootstrap intervals, the
+concrete shape from the model ladder, and a run config the trainer accepts (the final run).
+
+`recommend_compute_optimal(report, C)` returns the JSON of `scaling recommend --json` (design.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+from analysis.fit_report import APPROACHES, FitReport, jsonable
+
+DEFAULT_VOCAB_SIZE = 512
+DEFAULT_SEQ_LEN = 512
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_LR = 3e-3
+DATA_PLACEHOLDER = "EDIT-ME/path/to/token_store"
+
+
+def approach_point(report: FitReport, approach: str, compute: float) -> dict | None:
+    """N, D, D/N and predicted loss at `compute` from one approach (None if it did not run)."""
+    fit = report.fit(approach)
+    if fit is None:
+        return None
+    params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
+    point = {"params": params, "tokens": tokens, "tokens_per_param": tokens / params, "predicted_loss": None}
+    if report.approach3 is not None:
+        point["predicted_loss"] = float(report.approach3.predict(params, tokens))
+    elif report.single_variable.get("loss_vs_compute") is not None:
+        point["predicted_loss"] = float(report.single_variable["loss_vs_compute"](compute))
+    return point
+
+
+def model_shape_for(params: float, vocab_size: int, max_seq_len: int) -> tuple[dict | None, str | None]:
+    """The ladder's shape for a target parameter count, or (None, reason) when the ladder is unavailable."""
+    try:
+        from models.ladder import shape_for_params  # the model stage; imported only when a shape is asked for
+    except ImportError as e:
+        return None, f"shape: the model ladder (models.ladder) is not available: {e}"
+    shape = shape_for_params(params, vocab_size=vocab_size, max_seq_len=max_seq_len)
+    return shape.to_dict(), None
+
+
+def recommend_compute_optimal(
+    report: FitReport,
+    compute: float,
+    approach: str = "approach3",
+    vocab_size: int | None = None,
+    seq_len: int = DEFAULT_SEQ_LEN,
+) -> dict:
+    """The recommendation at `compute` FLOPs; falls back to the next available approach with a warning."""
+    warnings: list[str] = []
+    chosen = approach
+    if report.fit(approach) is None:
+        available = [name for name in reversed(APPROACHES) if report.fit(name) is not None]
+        if not available:
+            warnings.append("recommend: no approach could be fitted to this table")
+            chosen = None
+        else:
+            chosen = available[0]
+            warnings.append(f"recommend: {approach} is unavailable; using {chosen}")
+    side_by_side = {name: approach_point(report, name, compute) for name in APPROACHES}
+    point = side_by_side.get(chosen) or {}
+    largest_budget = float(report.table.runs["flops"].max())
+    vocab = vocab_size or report.table.vocab_size or DEFAULT_VOCAB_SIZE
+    shape = None
+    if point:
+        shape, why = model_shape_for(point["params"], vocab, seq_len)
+        if why:
+            warnings.append(why)
+    ci = {"params": None, "tokens": None, "tokens_per_param": None, "predicted_loss": None}
+    if report.bootstrap is not None and chosen is not None:
+        for key, sample in (("params", "optimal_params"), ("tokens", "optimal_tokens"),
+                            ("tokens_per_param", "tokens_per_param"), ("predicted_loss", "predicted_loss")):
+            interval = report.bootstrap.interval(f"{chosen}.{sample}")
+            ci[key] = None if interval is None else list(interval)  # fmt: skip
+    if compute > 1000 * largest_budget:
+        warnings.append(
+            f"recommend: {compute:.3g} FLOPs is {compute / largest_budget:.0f}x the largest run; "
+            "check the backtest before trusting this extrapolation"
+        )
+    return jsonable(
+        {
+            "compute": compute,
+            "params": point.get("params"),
+            "tokens": point.get("tokens"),
+            "tokens_per_param": point.get("tokens_per_param"),
+            "predicted_loss": point.get("predicted_loss"),
+            "ci": ci,
+            "shape": shape,
+            "approach": chosen,
+            "approaches": side_by_side,
+            "vocab_size": vocab,
+            "extrapolation_factor": compute / largest_budget,
+            "bootstrap": None if report.bootstrap is None else report.bootstrap.n,
+            "warnings": report.warnings + warnings,
+        }
+    )
+
+
+def final_run_settings(
+    tokens: float, seq_len: int = DEFAULT_SEQ_LEN, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR
+) -> dict:
+    """The [train] table of the final run: steps follow from the tokens; warm-up is 2% of the steps
+    (10 to 1,000), about 100 evaluations and 10 checkpoints over the run."""
+    steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
+    eval_every = max(10, steps // 100)
+    return {
+        "tokens": float(steps * batch_size * seq_len),  # whole steps
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "lr": lr,
+        "schedule": "cosine",
+        "warmup_steps": min(1000, max(10, round(0.02 * steps)), steps - 1),
+        "eval_every": eval_every,
+        "checkpoint_every": max(eval_every, (steps // 10) // eval_every * eval_every),
+    }
+
+
+def run_config_toml(shape: dict, train: dict, data: str | None = None, seed: int = 0, note: str = "") -> str:
+    """A run config for `scaling train` (the final run)."""
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float):
+            return repr(v)  # exact, and always valid TOML (1e+16, 0.003, 20480000.0)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    model_keys = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "vocab_size", "max_seq_len")
+    lines = [f"# {line}" for line in note.splitlines()]
+    if data is None:
+        lines.append("# EDIT the data path below: a token store made by `scaling data tokenize MEDS_DIR --out DIR`")
+    lines += [f"data = {value(data or DATA_PLACEHOLDER)}", f"seed = {seed}", "", "[model]"]
+    lines += [f"{key} = {value(shape[key])}" for key in model_keys if key in shape]
+    if "tied_embeddings" in shape:
+        lines.append(f"tied_embeddings = {value(shape['tied_embeddings'])}")
+    lines += ["", "[train]"] + [f"{key} = {value(v)}" for key, v in train.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,298 @@
+"""`scaling fit`, `scaling recommend`, `scaling plot` and `scaling bench fit`: from a results table to power
+laws, a compute-optimal recommendation (and the final run's config), and the standard figures.
+The work is done in `analysis`; this module parses options and prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from scaling.cli.app import app, bench_app
+from scaling.cli.output import print_json, stderr_console
+from scaling.errors import InputError
+
+APPROACH_NAMES = {"1": "approach1", "2": "approach2", "3": "approach3"}
+
+RESULTS_ARGUMENT = typer.Argument(
+    ..., help="results table: a sweep's results.parquet or a CSV with params, tokens, loss", show_default=False
+)
+CURVES_OPTION = typer.Option(
+    None, "--curves", help="per-run curves (run_id, tokens, loss); default: <results>_curves.parquet|csv beside it"
+)
+JSON_OPTION = typer.Option(False, "--json", help="print one JSON object on stdout (progress goes to stderr)")
+
+
+def parse_approaches(text: str) -> tuple[str, ...]:
+    """'1,3' or 'approach1,approach3' -> ('approach1', 'approach3')."""
+    names = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name = APPROACH_NAMES.get(item.removeprefix("approach"))
+        if name is None:
+            raise InputError(f"--approach: {item!r} is not an approach; expected a list of 1, 2, 3")
+        names.append(name)
+    if not names:
+        raise InputError("--approach: empty; expected a list of 1, 2, 3")
+    return tuple(names)
+
+
+def _check_non_negative(option: str, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise InputError(f"{option}: {value} is negative; expected 0 or more")
+
+
+def _fit_with_progress(table, json_output: bool, **kwargs):
+    from analysis.fit_report import fit_all
+
+    n = kwargs.get("bootstrap", 0)
+    if n <= 0:
+        return fit_all(table, **kwargs)
+    columns = (TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr_console(), transient=json_output) as progress:
+        task = progress.add_task("bootstrap", total=n)
+        return fit_all(table, progress=lambda done: progress.update(task, completed=done), **kwargs)
+
+
+def _load(results: Path, curves: Path | None):
+    from analysis.results_table import load_results
+
+    return load_results(results, curves)
+
+
+@app.command("fit")
+def fit_command(
+    results: Path = RESULTS_ARGUMENT,
+    approach: str = typer.Option("1,2,3", "--approach", help="approaches to fit, e.g. 2,3"),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="resamples of whole runs for percentile intervals"),
+    holdout: int | None = typer.Option(
+        None, "--holdout", help="backtest: hold out the K highest-compute runs [default: the top budget; 0: off]"
+    ),
+    compute: float | None = typer.Option(None, "--compute", help="also bootstrap the optimum at this many FLOPs"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    curves: Path | None = CURVES_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Fit compute, data and size power laws to a results table.
+
+    Approach 1: envelope of training curves (needs curves). Approach 2: IsoFLOP parabolas.
+
+    Approach 3: L(N, D) = E + A/N^alpha + B/D^beta (Huber on log loss, Chinchilla's initialisation grid).
+
+    Also single-variable laws L(N), L(D), L(C), an extrapolation backtest, and bootstrap intervals.
+
+    Examples:
+
+      scaling fit runs/sweep/results.parquet
+
+      scaling fit results.csv --approach 2,3 --bootstrap 1000 --holdout 5 --json
+    """
+    _check_non_negative("--bootstrap", bootstrap)
+    _check_non_negative("--holdout", holdout)
+    approaches = parse_approaches(approach)
+    table = _load(results, curves)
+    report = _fit_with_progress(
+        table, json_output, approaches=approaches, bootstrap=bootstrap, holdout=holdout, compute=compute, seed=seed
+    )
+    if json_output:
+        print_json(report.to_json())
+    else:
+        _print_fit_summary(report)
+
+
+@app.command("recommend")
+def recommend_command(
+    results: Path = RESULTS_ARGUMENT,
+    compute: float = typer.Option(..., "--compute", help="training budget in FLOPs, e.g. 1e20", show_default=False),
+    approach: str = typer.Option("3", "--approach", help="approach the recommendation follows: 1, 2 or 3"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the intervals (0: none)"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    vocab_size: int | None = typer.Option(
+        None, "--vocab-size", help="vocabulary size of the shape [default: the table's vocab_size column, else 512]"
+    ),
+    seq_len: int = typer.Option(512, "--seq-len", help="context length of the final run (and the shape)"),
+    batch_size: int = typer.Option(16, "--batch-size", help="windows per step of the final run"),
+    lr: float = typer.Option(3e-3, "--lr", help="peak learning rate of the final run"),
+    data: str | None = typer.Option(None, "--data", help="token store of the final run (written into the config)"),
+    config_out: Path | None = typer.Option(None, "--config-out", help="write the final run's config TOML here"),
+    curves: Path | None = CURVES_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """The compute-optimal model at a budget C, with bootstrap intervals and its shape.
+
+    N, D, tokens per parameter and the predicted loss from approach 3 (the others side by side), the shape
+    from the model ladder, and with --config-out a run config for `scaling train` (the final run).
+
+    Examples:
+
+      scaling recommend runs/sweep/results.parquet --compute 1e18
+
+      scaling recommend results.csv --compute 3e19 --data runs/tokens --config-out final.toml --json
+    """
+    from analysis.recommend import final_run_settings, recommend_compute_optimal, run_config_toml
+    from scaling.atomic import write_file_atomic
+
+    if not compute > 0:
+        raise InputError(f"--compute: {compute} is not a positive number of FLOPs")
+    for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
+        if value is not None and value < 1:
+            raise InputError(f"{option}: {value} is not a positive integer")
+    if not lr > 0:
+        raise InputError(f"--lr: {lr} is not positive")
+    _check_non_negative("--bootstrap", bootstrap)
+    (chosen,) = parse_approaches(approach)
+    table = _load(results, curves)
+    report = _fit_with_progress(table, json_output, bootstrap=bootstrap, holdout=0, compute=compute, seed=seed)
+    recommendation = recommend_compute_optimal(report, compute, chosen, vocab_size=vocab_size, seq_len=seq_len)
+    recommendation["config"] = None
+    if config_out is not None:
+        if recommendation["shape"] is None or recommendation["tokens"] is None:
+            raise InputError(f"{config_out}: cannot write a run config without a recommended shape")
+        train = final_run_settings(recommendation["tokens"], seq_len=seq_len, batch_size=batch_size, lr=lr)
+        note = (f"Compute-optimal run for C = {compute:.3g} FLOPs from {table.source} ({recommendation['approach']}): "
+                f"N = {recommendation['params']:.4g}, D = {recommendation['tokens']:.4g}, "
+                f"predicted loss {recommendation['predicted_loss']}")  # fmt: skip
+        write_file_atomic(config_out, run_config_toml(recommendation["shape"], train, data=data, note=note))
+        recommendation["config"] = str(config_out)
+        if data is None:
+            recommendation["warnings"].append(f"{config_out}: 'data' is a placeholder; edit it to your token store")
+    if json_output:
+        print_json(recommendation)
+    else:
+        _print_recommendation(recommendation)
+
+
+@app.command("plot")
+def plot_command(
+    results: Path = RESULTS_ARGUMENT,
+    out: Path = typer.Option(..., "--out", help="directory for the figures (replaced atomically)", show_default=False),
+    compute: float | None = typer.Option(None, "--compute", help="target budget to extrapolate to, in FLOPs"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the approach-3 bands (0: none)"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    curves: Path | None = CURVES_OPTION,
+) -> None:
+    """The standard figures of the fits, as PNG and SVG, and fit.json (what `scaling fit --json` prints).
+
+    IsoFLOP profiles; N_opt and D_opt against C with bootstrap bands; L(N, D) contours with the efficient
+    frontier; loss curves; approach-3 residuals with the backtest.
+
+    Examples:
+
+      scaling plot runs/sweep/results.parquet --out runs/sweep/figures
+
+      scaling plot results.csv --out figures --compute 1e20 --bootstrap 500
+    """
+    import json
+
+    from analysis.plots import write_standard_figures
+    from scaling.atomic import atomic_directory
+
+    _check_non_negative("--bootstrap", bootstrap)
+    if compute is not None and not compute > 0:
+        raise InputError(f"--compute: {compute} is not a positive number of FLOPs")
+    table = _load(results, curves)
+    report = _fit_with_progress(table, False, bootstrap=bootstrap, compute=compute, seed=seed)
+    with atomic_directory(out, overwrite=True) as tmp:
+        written = write_standard_figures(report, tmp, compute)
+        (tmp / "fit.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    console = stderr_console()
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    Console().print(f"wrote {len(written)} figures and fit.json to {out}", highlight=False)
+
+
+@bench_app.command("fit")
+def bench_fit_command(
+    naive_starts: int = typer.Option(8, "--naive-starts", help="grid points the naive reference is timed on"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="resamples in the timed bootstrap"),
+    data: Path | None = typer.Option(None, "--data", help="Chinchilla CSV [default: ../shared/data, else synthetic]"),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Time approach 3 (full initialisation grid) and a bootstrap against a naive SciPy reference.
+
+    The reference runs numeric-gradient L-BFGS-B per starting point, timed on a subset of the grid and scaled.
+
+    Examples:
+
+      scaling bench fit
+
+      scaling bench fit --naive-starts 20 --bootstrap 1000 --json
+    """
+    from analysis.bench import bench_fit
+
+    if naive_starts < 1 or bootstrap < 1:
+        raise InputError("--naive-starts and --bootstrap: expected positive integers")
+    console = stderr_console()
+    result = bench_fit(data=data, naive_starts=naive_starts, bootstrap=bootstrap, log=console.print)
+    if json_output:
+        print_json(result)
+    else:
+        Console().print(result)
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _print_fit_summary(report) -> None:
+    console = Console()
+    data = report.to_json()
+    console.print(f"[bold]{data['source']}[/]: {data['n_runs']} runs, {data['n_budgets']} budgets")
+    table = Table("approach", "a (N_opt ~ C^a)", "b (D_opt ~ C^b)", "details")
+    for name in ("approach1", "approach2", "approach3"):
+        fit = data[name]
+        if fit is None:
+            table.add_row(name, "-", "-", "not available (see warnings)")
+            continue
+        if name == "approach3":
+            details = (f"E={fit['E']:.4g} A={fit['A']:.4g} B={fit['B']:.4g} alpha={fit['alpha']:.4f} "
+                       f"beta={fit['beta']:.4f} converged={fit['converged']}")  # fmt: skip
+        elif name == "approach2":
+            details = f"{fit['n_budgets']} IsoFLOP minima"
+        else:
+            details = f"{fit['n_levels']} compute levels"
+        table.add_row(name, _number(fit["a"]), _number(fit["b"]), details)
+    console.print(table)
+    for name, law in data["single_variable"].items():
+        if law is not None:
+            formula = f"L = {law['E']:.4g} + {law['A']:.4g} x^-{law['alpha']:.4f}"
+            console.print(f"{name}: {formula} ({law['n_points']} points)")
+    if data["holdout"] is not None:
+        h = data["holdout"]
+        console.print(
+            f"backtest ({h['held_out_by']}): fit on {h['fit_runs']} runs, predicted {h['held_out_runs']} held-out "
+            f"runs ({h['extrapolation_factor']:.3g}x more compute) with median |error| "
+            f"{100 * h['median_abs_rel_error']:.2f}%, max {100 * h['max_abs_rel_error']:.2f}%"
+        )
+    if data["bootstrap"] is not None:
+        ci = data["bootstrap"]["ci"]
+        console.print(f"bootstrap ({data['bootstrap']['n']} resamples, 95%):")
+        for key in sorted(k for k in ci if k.endswith((".a", ".b", ".alpha", ".beta", ".E"))):
+            console.print(f"  {key}: [{ci[key][0]:.4g}, {ci[key][1]:.4g}]")
+    for warning in data["warnings"]:
+        stderr_console().print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def _print_recommendation(rec: dict) -> None:
+    console = Console()
+    ci = rec["ci"]
+
+    def with_ci(key: str) -> str:
+        interval = ci.get(key)
+        return _number(rec[key]) + ("" if interval is None else f"  [{interval[0]:.4g}, {interval[1]:.4g}]")
+
+    console.print(f"compute {rec['compute']:.4g} FLOPs ({rec['extrapolation_factor']:.3g}x the largest run), "
+                  f"{rec['approach']}:")  # fmt: skip
+    for key in ("params", "tokens", "tokens_per_param", "predicted_loss"):
+        console.print(f"  {key}: {with_ci(key)}")
+    if rec["shape"] is not None:
+        console.print("  shape: " + ", ".join(f"{k}={v}" for k, v in rec["shape"].items()))
+    for name, point in rec["approaches"].items():
+        if point is not None and name != rec["approach"]:
+            console.print(f"  {name}: params {_number(point['params'])}, tokens {_number(point['tokens'])}")
+    if rec.get("config"):
+        console.print(f"  run config: {rec['config']}  (scaling train {rec['config']})")
+    for warning in rec["warnings"]:
+        stderr_console().print(f"[yellow]warning[/]: {warning}", highlight=False)
