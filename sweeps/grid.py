@@ -1,0 +1,263 @@
+"""Sweep grids: a TOML file that says which runs a scaling study trains, parsed and validated.
+
+    name = "quickstart"
+    data = "runs/demo/tokens"          # token store (relative: to the current directory, else to this file)
+    seed = 0
+    [grid]
+    kind = "isoflop"                   # isoflop | params_x_tokens | wsd_branches
+    budgets = [1e11, 3e11, 1e12]       # isoflop: FLOPs per run (C = 6ND, or flops = "detailed")
+    sizes = [20000, 40000, 80000]      # target total parameters (models.ladder picks each shape)
+    # or: widths = [16, 32, 64]        (d_model; layers, heads, d_ff from the family defaults)
+    # or: sizes_per_budget = 5, span = 8, tokens_per_param = 20  (log-spaced around the guessed optimum;
+    #     with sizes or widths: the 5 of them nearest the guessed optimum, per budget)
+    # params_x_tokens / wsd_branches: tokens = [1e6, 3e6]  (training tokens per run / per cooldown branch)
+    [model]                            # vocab_size, max_seq_len, tied_embeddings (the ladder does the rest)
+    [train]                            # any run-config [train] field but steps/tokens (the grid sets them)
+    [resources]
+    cpus_per_run = 1
+    gpus_per_run = 0
+
+Every key is checked: an unknown key, a wrong type or an impossible value is an InputError naming the
+file and field. `sweeps.expand` turns a Grid into runs (and raises on budgets too small for the smallest
+shape and on duplicate runs).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import InputError
+from scaling.run_config import TrainSection
+
+KINDS = ("isoflop", "params_x_tokens", "wsd_branches")
+FLOP_METHODS = ("6N", "detailed")
+MODEL_KEYS = ("vocab_size", "max_seq_len", "tied_embeddings")
+# [train] keys the grid decides itself, per kind.
+GRID_OWNED_TRAIN_KEYS = {"steps", "tokens"}
+WSD_OWNED_TRAIN_KEYS = {"schedule", "cooldown_fraction"}
+
+
+@dataclass(frozen=True)
+class GridAxes:
+    """The [grid] table."""
+
+    kind: str
+    budgets: tuple[float, ...] = ()  # isoflop: FLOPs per run
+    sizes: tuple[float, ...] = ()  # target total parameter counts (models.ladder picks each shape)
+    widths: tuple[int, ...] = ()  # or: d_model values, the other fields from the family defaults
+    sizes_per_budget: int | None = None  # isoflop: per budget, this many sizes around the guessed optimum:
+    # log-spaced over `span` (ladder shapes), or the nearest of the grid's sizes / widths
+    span: float = 8.0  # largest / smallest of the log-spaced sizes
+    tokens_per_param: float = 20.0  # ... the guess: N_opt = sqrt(C / (6 * tokens_per_param))
+    tokens: tuple[float, ...] = ()  # params_x_tokens: tokens per run; wsd_branches: tokens per branch
+    flops: str = "6N"  # how C turns into D: D = C / flops_per_token(shape, method)
+    min_steps: int = 10  # a run with fewer optimizer steps is too small to say anything
+    cooldown_fraction: float = 0.2  # wsd_branches: each branch decays the lr to 0 over this fraction
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The [resources] table: what one run asks of the Ray cluster."""
+
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    max_retries: int = 3  # re-runs of a run whose worker died (Ray max_retries); failures are not retried
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    data: str  # token store directory (absolute once loaded)
+    axes: GridAxes
+    seed: int = 0
+    model: dict = field(default_factory=dict)  # [model]: vocab_size, max_seq_len, tied_embeddings
+    train: dict = field(default_factory=dict)  # [train] shared by every run (validated per run)
+    resources: Resources = field(default_factory=Resources)
+    description: str = ""
+    source: str = "grid"  # the file it came from, for messages
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.train.get("seq_len", TrainSection.seq_len))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.train.get("batch_size", TrainSection.batch_size))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size
+
+
+def load_grid(path: str | Path, data: str | Path | None = None) -> Grid:
+    """Read and validate a grid file; `data` replaces the file's token store path."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such grid file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: not valid TOML: {e}") from None
+    if data is not None:
+        raw["data"] = str(Path(data).absolute())
+    elif isinstance(raw.get("data"), str) and not Path(raw["data"]).is_absolute():
+        # Relative to the current directory, else to the grid file's directory (as run configs do).
+        here, beside = Path(raw["data"]).absolute(), (path.parent / raw["data"]).absolute()
+        raw["data"] = str(beside if not here.exists() and beside.exists() else here)
+    return parse_grid(raw, source=str(path))
+
+
+def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
+    """Validate a grid given as a dict (the TOML tables)."""
+    top = {"name", "data", "seed", "description", "grid", "model", "train", "resources"}
+    _no_unknown(source, "", raw, top)
+    for key in ("name", "data", "grid"):
+        if key not in raw:
+            raise InputError(f"{source}: missing key '{key}'")
+    name = _typed(source, "name", raw["name"], str)
+    if not name or "/" in name:
+        raise InputError(f"{source}: name = {name!r} must be a non-empty name without '/'")
+    axes = _axes(source, _table(source, "grid", raw["grid"]))
+    model = _table(source, "model", raw.get("model", {}))
+    _no_unknown(source, "model.", model, set(MODEL_KEYS))
+    train = _train(source, _table(source, "train", raw.get("train", {})), axes.kind)
+    resources = _resources(source, _table(source, "resources", raw.get("resources", {})))
+    return Grid(
+        name=name, data=_typed(source, "data", raw["data"], str), axes=axes,
+        seed=_typed(source, "seed", raw.get("seed", 0), int), model=dict(model), train=train,
+        resources=resources, description=_typed(source, "description", raw.get("description", ""), str),
+        source=source,
+    )
+
+
+def _axes(source: str, table: dict) -> GridAxes:
+    known = {f.name for f in fields(GridAxes)}
+    _no_unknown(source, "grid.", table, known)
+    if "kind" not in table:
+        raise InputError(f"{source}: missing key 'grid.kind'; expected one of {list(KINDS)}")
+    kind = _typed(source, "grid.kind", table["kind"], str)
+    if kind not in KINDS:
+        raise InputError(f"{source}: grid.kind = {kind!r} is not one of {list(KINDS)}")
+    values: dict[str, Any] = {"kind": kind}
+    for key in ("budgets", "sizes", "tokens"):
+        if key in table:
+            values[key] = _positive_list(source, f"grid.{key}", table[key])
+    if "widths" in table:
+        widths = _positive_list(source, "grid.widths", table["widths"])
+        for i, w in enumerate(widths):
+            if not w.is_integer():
+                raise InputError(f"{source}: grid.widths[{i}] = {w:g} is not a whole number (d_model)")
+        values["widths"] = tuple(int(w) for w in widths)
+    for key, kind_of in (("sizes_per_budget", int), ("min_steps", int), ("span", float),
+                         ("tokens_per_param", float), ("cooldown_fraction", float), ("flops", str)):
+        if key in table:
+            values[key] = _typed(source, f"grid.{key}", table[key], kind_of)
+    axes = GridAxes(**values)
+
+    def fail(message: str):
+        raise InputError(f"{source}: {message}")
+
+    if axes.flops not in FLOP_METHODS:
+        fail(f"grid.flops = {axes.flops!r} is not one of {list(FLOP_METHODS)}")
+    if axes.min_steps < 1:
+        fail(f"grid.min_steps = {axes.min_steps} must be at least 1")
+    if kind == "isoflop":
+        if not axes.budgets:
+            fail("grid.kind = 'isoflop' needs grid.budgets (FLOPs per run)")
+        if axes.tokens:
+            fail("grid.tokens is for params_x_tokens and wsd_branches; an isoflop grid sets D = C / 6N")
+        if axes.sizes and axes.widths:
+            fail("give grid.sizes or grid.widths, not both")
+        if not axes.sizes and not axes.widths and axes.sizes_per_budget is None:
+            fail("grid.kind = 'isoflop' needs grid.sizes, grid.widths or grid.sizes_per_budget")
+        candidates = len(axes.sizes or axes.widths)
+        if axes.sizes_per_budget is not None and candidates and axes.sizes_per_budget > candidates:
+            fail(f"grid.sizes_per_budget = {axes.sizes_per_budget} is more than the {candidates} sizes to pick from")
+        if axes.sizes_per_budget is not None and axes.sizes_per_budget < 2:
+            fail(f"grid.sizes_per_budget = {axes.sizes_per_budget} must be at least 2")
+        if not axes.span > 1:
+            fail(f"grid.span = {axes.span} must be greater than 1 (largest / smallest size)")
+        if not axes.tokens_per_param > 0:
+            fail(f"grid.tokens_per_param = {axes.tokens_per_param} must be positive")
+    else:
+        for key in ("budgets", "sizes_per_budget"):
+            if key in table:
+                fail(f"grid.{key} is for isoflop grids; grid.kind = {kind!r} takes grid.sizes and grid.tokens")
+        if bool(axes.sizes) == bool(axes.widths) or not axes.tokens:
+            fail(f"grid.kind = {kind!r} needs grid.tokens and one of grid.sizes or grid.widths")
+    if kind == "wsd_branches" and not 0 < axes.cooldown_fraction < 1:
+        fail(f"grid.cooldown_fraction = {axes.cooldown_fraction} must be between 0 and 1 (exclusive)")
+    for key in ("budgets", "sizes", "widths", "tokens"):
+        values = getattr(axes, key)
+        if len(set(values)) != len(values):
+            dup = next(v for v in values if values.count(v) > 1)
+            fail(f"grid.{key} lists {dup:g} twice; every value must be distinct (duplicate runs)")
+    return axes
+
+
+def _train(source: str, table: dict, kind: str) -> dict:
+    known = {f.name for f in fields(TrainSection)}
+    for key in table:
+        if key in GRID_OWNED_TRAIN_KEYS:
+            raise InputError(f"{source}: train.{key} is set per run by the grid (from its budgets, sizes and "
+                             "tokens); leave it out")
+        if kind == "wsd_branches" and key in WSD_OWNED_TRAIN_KEYS:
+            raise InputError(f"{source}: train.{key} is set by a wsd_branches grid (constant stable phase, "
+                             "then wsd cooldown branches; see grid.cooldown_fraction); leave it out")
+        if key not in known:
+            raise InputError(f"{source}: unknown key 'train.{key}'; expected one of "
+                             f"{sorted(known - GRID_OWNED_TRAIN_KEYS)}")
+    # Types and values are checked per run by scaling.run_config (the same messages as `scaling train`).
+    return dict(table)
+
+
+def _resources(source: str, table: dict) -> Resources:
+    _no_unknown(source, "resources.", table, {f.name for f in fields(Resources)})
+    cpus = _typed(source, "resources.cpus_per_run", table.get("cpus_per_run", 1.0), float)
+    gpus = _typed(source, "resources.gpus_per_run", table.get("gpus_per_run", 0.0), float)
+    retries = _typed(source, "resources.max_retries", table.get("max_retries", 3), int)
+    if not cpus > 0:
+        raise InputError(f"{source}: resources.cpus_per_run = {cpus:g} must be positive")
+    if gpus < 0:
+        raise InputError(f"{source}: resources.gpus_per_run = {gpus:g} must be 0 or more")
+    if gpus > 1 and not gpus.is_integer():
+        raise InputError(f"{source}: resources.gpus_per_run = {gpus:g} must be a whole number above 1")
+    if retries < 0:
+        raise InputError(f"{source}: resources.max_retries = {retries} must be 0 or more")
+    return Resources(cpus_per_run=cpus, gpus_per_run=gpus, max_retries=retries)
+
+
+def _table(source: str, name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{source}: '{name}' must be a table ([{name}])")
+    return value
+
+
+def _no_unknown(source: str, prefix: str, table: dict, known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise InputError(f"{source}: unknown key '{prefix}{key}'; expected one of {sorted(known)}")
+
+
+def _typed(source: str, name: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        what = {int: "an integer", float: "a number", str: "a string"}[kind]
+        raise InputError(f"{source}: {name} = {value!r} is not {what}")
+    return value
+
+
+def _positive_list(source: str, name: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{source}: {name} = {value!r} must be a non-empty list of numbers")
+    out = []
+    for i, item in enumerate(value):
+        number = _typed(source, f"{name}[{i}]", item, float)
+        if not number > 0:
+            raise InputError(f"{source}: {name}[{i}] = {number:g} must be positive")
+        out.append(number)
+    return tuple(out)

@@ -1,0 +1,200 @@
+"""Sweep grids: parsing with exact errors, expansion (N, D, C, steps), run ids, and `scaling sweep plan`."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from sweep_builders import tiny_store, write_grid
+
+from models.accounting import count_params
+from models.ladder import family_shape
+from scaling.errors import InputError
+from sweeps.expand import expand_grid
+from sweeps.grid import load_grid
+from sweeps.plan import hardware_profile, make_plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tiny_store(tmp_path_factory.mktemp("sweep_store") / "tok")
+
+
+def grid_error(tmp_path, store, **kwargs) -> str:
+    with pytest.raises(InputError) as e:
+        expand_grid(load_grid(write_grid(tmp_path / "g.toml", store, **kwargs)))
+    return str(e.value)
+
+
+def test_isoflop_expansion_matches_an_independent_count(tmp_path, store):
+    grid = load_grid(write_grid(tmp_path / "g.toml", store, budgets=(2e8, 4e8), widths=(24, 16)))
+    expansion = expand_grid(grid)
+    assert expansion.vocab_size == 39
+    assert [(r.budget, r.shape.d_model) for r in expansion.runs] == [(2e8, 16), (2e8, 24), (4e8, 16), (4e8, 24)]
+    for run in expansion.runs:
+        n = count_params(family_shape(run.shape.d_model, 39, 24))["total"]
+        assert run.params == n
+        steps = round(run.budget / (6 * n) / 96)  # 96 = batch_size 4 x seq_len 24 tokens per step
+        assert run.steps == steps and run.tokens == steps * 96
+        assert run.flops == pytest.approx(6 * n * run.tokens)
+        assert abs(run.flops / run.budget - 1) < 96 * 6 * n / run.budget  # within one step of the budget
+        assert run.config["train"]["steps"] == steps and run.config["model"]["d_model"] == run.shape.d_model
+        assert run.flops_detailed > 0 and run.tokens_per_param == pytest.approx(run.tokens / n)
+
+
+def test_run_ids_are_deterministic_and_follow_the_store_not_its_path(tmp_path, store):
+    first = expand_grid(load_grid(write_grid(tmp_path / "a.toml", store)))
+    again = expand_grid(load_grid(write_grid(tmp_path / "b.toml", store)))
+    assert [r.run_id for r in first.runs] == [r.run_id for r in again.runs]
+    moved = shutil.copytree(store, tmp_path / "moved")
+    (moved / "stats.json").write_text('{"seconds": 99}')  # re-tokenized: same tokens, other timings
+    assert [r.run_id for r in expand_grid(load_grid(write_grid(tmp_path / "c.toml", moved))).runs] == \
+        [r.run_id for r in first.runs]
+    same_lr = expand_grid(load_grid(write_grid(tmp_path / "e.toml", store, **{"lr = 3e-3": "lr = 0.003"})))
+    assert [r.run_id for r in same_lr.runs] == [r.run_id for r in first.runs]
+    other_lr = expand_grid(load_grid(write_grid(tmp_path / "d.toml", store, **{"lr = 3e-3": "lr = 1e-3"})))
+    assert not {r.run_id for r in other_lr.runs} & {r.run_id for r in first.runs}
+    assert len({r.run_id for r in first.runs}) == len(first.runs)
+
+
+def test_sizes_per_budget_are_log_spaced_around_the_guessed_optimum(tmp_path, store):
+    grid = load_grid(write_grid(tmp_path / "g.toml", store, budgets=(3e9,),
+                                **{"widths = [16, 24]": "sizes_per_budget = 3\nspan = 4\ntokens_per_param = 5"}))
+    runs = expand_grid(grid).runs
+    optimum = math.sqrt(3e9 / (6 * 5))
+    assert [r.size for r in runs] == pytest.approx([optimum / 2, optimum, optimum * 2])
+    assert runs[0].params < runs[1].params < runs[2].params
+
+
+def test_params_x_tokens_and_wsd_branches(tmp_path, store):
+    pxt = expand_grid(load_grid(write_grid(
+        tmp_path / "p.toml", store, **{'kind = "isoflop"': 'kind = "params_x_tokens"\ntokens = [960, 1920, 3840]',
+                                       "budgets = [2e+08, 4e+08]\n": ""})))
+    assert len(pxt.runs) == 6 and {r.tokens for r in pxt.runs} == {960, 1920, 3840}
+    assert all(r.budget is None for r in pxt.runs)
+
+    wsd = expand_grid(load_grid(write_grid(
+        tmp_path / "w.toml", store, widths=(16,),
+        **{'kind = "isoflop"': 'kind = "wsd_branches"\ntokens = [1920, 3840]\ncooldown_fraction = 0.25',
+           "budgets = [2e+08, 4e+08]\n": ""})))
+    roles = [(r.role, r.steps, r.parent_step) for r in wsd.runs]
+    # 20 and 40 steps; cooldowns of 5 and 10 steps start at 15 and 30
+    assert roles == [("stable", 15, None), ("branch", 20, 15), ("stable", 30, 15), ("branch", 40, 30)]
+    stable1, branch1, stable2, branch2 = wsd.runs
+    assert branch1.parent == stable1.run_id and stable2.parent == stable1.run_id and branch2.parent == stable2.run_id
+    assert stable1.config["train"]["schedule"] == "constant" and branch2.config["train"]["schedule"] == "wsd"
+    assert {r.config["train"]["warmup_steps"] for r in wsd.runs} == {2}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"seed = 1": "seed = 1\nsead = 2"}, "unknown key 'sead'"),
+    ({"min_steps = 4": "min_steps = 4\nbudget = 3"}, "unknown key 'grid.budget'"),
+    ({"lr = 3e-3": "lr = 3e-3\nlrr = 1"}, "unknown key 'train.lrr'"),
+    ({"cpus_per_run = 1": "cpus_per_run = 1\ngpu = 1"}, "unknown key 'resources.gpu'"),
+    ({"lr = 3e-3": "lr = 3e-3\nsteps = 10"}, "train.steps is set per run by the grid"),
+    ({'kind = "isoflop"': 'kind = "isoflops"'}, "grid.kind = 'isoflops' is not one of"),
+    ({"lr = 3e-3": "lr = -1.0"}, "train.lr = -1.0 must be positive"),
+    ({"cpus_per_run = 1": "cpus_per_run = 0"}, "resources.cpus_per_run = 0 must be positive"),
+    ({"widths = [16, 24]": "widths = [16, 24, 16]"}, "grid.widths lists 16 twice"),
+    ({"widths = [16, 24]": "widths = [16]\nsizes = [3000]"}, "give grid.sizes or grid.widths, not both"),
+])
+def test_grid_errors_name_the_field(tmp_path, store, change, message):
+    assert message in grid_error(tmp_path, store, **change)
+
+
+def test_budget_too_small_for_the_smallest_shape(tmp_path, store):
+    message = grid_error(tmp_path, store, budgets=(1e6, 4e8))
+    assert "grid.budgets[0] = 1e+06 is too small for the smallest shape" in message
+    assert "N = 5,392" in message and "fewer than grid.min_steps = 4" in message
+
+
+def test_larger_sizes_that_a_budget_cannot_afford_are_dropped_with_a_warning(tmp_path, store):
+    expansion = expand_grid(load_grid(write_grid(tmp_path / "g.toml", store, budgets=(2.5e7, 4e8), widths=(16, 64))))
+    assert [(r.budget, r.shape.d_model) for r in expansion.runs] == [(2.5e7, 16), (4e8, 16), (4e8, 64)]
+    assert any("dropped" in w for w in expansion.warnings)
+
+
+def test_duplicate_runs_are_refused(tmp_path, store):
+    # Two target sizes that the ladder maps to one shape: the same run twice.
+    message = grid_error(tmp_path, store, **{"widths = [16, 24]": "sizes = [8856, 8900]"})
+    assert "duplicate runs" in message and "d_model=24" in message
+
+
+def test_missing_store_needs_a_vocab_size(tmp_path):
+    grid = write_grid(tmp_path / "g.toml", tmp_path / "nowhere")
+    with pytest.raises(InputError, match="is not a token store"):
+        expand_grid(load_grid(grid))
+    grid.write_text(grid.read_text() + "[model]\nvocab_size = 501\n")
+    assert expand_grid(load_grid(grid)).vocab_size == 501
+
+
+def test_plan_json_and_errors_on_the_command_line(tmp_path, store, run_cli):
+    grid = write_grid(tmp_path / "g.toml", store)
+    code, out, err = run_cli("sweep", "plan", grid, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["n_runs"] == 4 and len(plan["runs"]) == 4
+    assert plan["total_flops"] == pytest.approx(sum(r["flops"] for r in plan["runs"]))
+    for key in ("run_id", "params", "params_nonembed", "tokens", "flops", "tokens_per_param", "steps",
+                "est_seconds", "d_model", "n_layers"):
+        assert key in plan["runs"][0]
+    assert plan["est_wall_seconds"] == pytest.approx(plan["est_run_seconds"] / plan["parallel"])
+
+    code, out, err = run_cli("sweep", "plan", grid)
+    assert code == 0 and plan["runs"][0]["run_id"] in out
+
+    bad = write_grid(tmp_path / "bad.toml", store, **{"seed = 1": "seed = 1\nsead = 2"})
+    code, out, err = run_cli("sweep", "plan", bad, "--json")
+    assert code == 2 and out == "" and "unknown key 'sead'" in err and "Traceback" not in err
+    code, _, err = run_cli("sweep", "plan", tmp_path / "none.toml")
+    assert code == 2 and "no such grid file" in err
+
+
+def test_shipped_grids_validate_and_comet_is_costed_in_gpu_hours(tmp_path, store, run_cli):
+    for name in ("smoke", "quickstart"):
+        expansion = expand_grid(load_grid(REPO / "sweeps" / f"{name}.toml", data=store))
+        assert len(expansion.runs) >= 6
+    code, out, err = run_cli("sweep", "plan", REPO / "sweeps" / "comet.toml", "--hardware", "h100", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["vocab_size"] >= 7000 and plan["seq_len"] == 8192
+    assert max(plan["budgets"]) >= 1e20 and plan["n_runs"] >= 30
+    assert plan["gpu_hours"] > 1000 and plan["hardware"]["name"] == "h100"
+    per_budget = {}
+    for run in plan["runs"]:
+        per_budget.setdefault(run["budget"], []).append(run["params"])
+    assert all(len(sizes) >= 5 for sizes in per_budget.values())
+    # The sampled sizes span CoMET's compute-optimal 62M and 119M models and reach towards its 1B one.
+    sizes = [r["params"] for r in plan["runs"]]
+    assert min(sizes) < 62e6 and max(sizes) > 5e8
+    h100 = hardware_profile("h100")
+    run = expand_grid(load_grid(REPO / "sweeps" / "comet.toml")).runs[-1]
+    assert plan["runs"][-1]["est_seconds"] == pytest.approx(
+        h100.run_overhead_s + run.steps * h100.step_overhead_s
+        + (run.flops_detailed + 0.0) / (h100.flops_per_s * 8), rel=0.05)
+
+
+def test_plan_uses_a_measured_throughput(tmp_path, store):
+    expansion = expand_grid(load_grid(write_grid(tmp_path / "g.toml", store)))
+    slow = make_plan(expansion, hardware_profile("cpu", flops_per_s=1e6))
+    fast = make_plan(expansion, hardware_profile("cpu", flops_per_s=1e12))
+    assert slow["est_run_seconds"] > fast["est_run_seconds"] + 1000
+    with pytest.raises(InputError, match="--hardware 'tpu'"):
+        hardware_profile("tpu")
+
+
+def test_sizes_per_budget_picks_the_widths_nearest_the_guessed_optimum(tmp_path, store):
+    grid = load_grid(write_grid(tmp_path / "g.toml", store, budgets=(1e9, 1e11), widths=(8, 16, 24, 32, 48, 64, 96),
+                                **{"min_steps = 4": "min_steps = 4\nsizes_per_budget = 3\ntokens_per_param = 20"}))
+    runs = expand_grid(grid).runs
+    for budget in (1e9, 1e11):
+        optimum = math.sqrt(budget / (6 * 20))
+        chosen = [r.params for r in runs if r.budget == budget]
+        others = [count_params(family_shape(w, 39, 24))["total"] for w in (8, 16, 24, 32, 48, 64, 96)]
+        others = [n for n in others if n not in chosen]
+        assert len(chosen) == 3 and chosen == sorted(chosen)
+        assert max(abs(math.log(n / optimum)) for n in chosen) <= min(abs(math.log(n / optimum)) for n in others)
+    assert [r.params for r in runs if r.budget == 1e9] != [r.params for r in runs if r.budget == 1e11]
