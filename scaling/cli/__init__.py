@@ -13,7 +13,7 @@ import traceback
 import click
 import typer
 
-from scaling.cli import bench, data  # noqa: F401  (commands register on import)
+from scaling.cli import bench, data, evaluate, final, fit, sweep, train  # noqa: F401  (commands register on import)
 from scaling.cli.app import app
 from scaling.errors import InputError
 

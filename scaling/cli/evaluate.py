@@ -1,0 +1,189 @@
+"""`scaling simulate` and `scaling evaluate`: simulation-based inference and downstream evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from scaling.cli.app import app
+from scaling.cli.output import print_json, stderr_console
+
+
+@app.command("simulate")
+def simulate(
+    run_dir: Path = typer.Argument(..., help="A run directory (config.json, checkpoints/)."),
+    out: Path = typer.Option(..., "--out", help="The directory to write the futures to."),
+    patients: int = typer.Option(100, help="Patients of the split to simulate (one prediction time each)."),
+    samples: int = typer.Option(8, help="Futures per patient (K)."),
+    horizon_days: float = typer.Option(365.0, help="Simulate this many days after the prediction time."),
+    tasks: str = typer.Option(None, help="A tasks file (or 'synth') whose prediction rule to use."),
+    prediction: str = typer.Option(None, help="The rule of --tasks to use (default: a random time after "
+                                   "365 days of history)."),
+    split: str = typer.Option("held_out", help="The split whose patients are simulated."),
+    max_new_tokens: int = typer.Option(256, help="Token budget of one future."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    top_k: int = typer.Option(0, help="Keep the k most likely tokens (0: all)."),
+    top_p: float = typer.Option(1.0, help="Keep the smallest set of tokens with this probability (1: all)."),
+    seed: int = typer.Option(0, help="Seed of the sampler."),
+    meds: Path = typer.Option(None, help="The MEDS dataset (default: the run's token store's source)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    json_output: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
+) -> None:
+    """Prompt a trained model with each patient's history and write K simulated futures as events.
+
+    OUT/data/futures.parquet has one row per simulated event: subject_id, sample, prediction_time,
+    time, code, numeric_value, minutes. OUT/metadata/ holds the prompts and simulation.json.
+
+    Examples:
+
+      scaling simulate runs/final --patients 100 --samples 8 --horizon-days 365 --out runs/futures
+
+      scaling simulate runs/final --tasks synth --prediction discharge --horizon-days 30 --out runs/discharge
+    """
+    from scaling.errors import InputError
+    from scaling.simulate import SimulationSettings, simulate_run
+    from scaling.tasks import PredictionRule, load_tasks
+
+    if samples < 1 or patients < 1 or max_new_tokens < 1:
+        raise InputError("--samples, --patients and --max-new-tokens must be 1 or more")
+    if prediction is not None and tasks is None:
+        raise InputError("--prediction names a rule of --tasks; give --tasks too")
+    rule = PredictionRule("simulate", "random", min_history_days=365.0)
+    if tasks is not None:
+        rules = {t.prediction.name: t.prediction for t in load_tasks(tasks)}
+        name = prediction or next(iter(rules))
+        if name not in rules:
+            raise InputError(f"--prediction {name}; the rules of {tasks} are {sorted(rules)}")
+        rule = rules[name]
+    console = stderr_console()
+    settings = SimulationSettings(samples, max_new_tokens, temperature, top_k, top_p, seed)
+    summary = simulate_run(run_dir, out, rule, patients, horizon_days, settings, split, meds, overwrite,
+                           log=lambda m: console.print(m, highlight=False))
+    if json_output:
+        print_json(summary)
+    else:
+        console.print(f"[bold]{out}[/]: {summary['futures']:,} futures of {summary['patients']:,} patients, "
+                      f"{summary['events']:,} events, {summary['generated_tokens']:,} tokens in "
+                      f"{summary['seconds']} s ({summary['tokens_per_s']:,.0f} tokens/s); "
+                      f"{summary['truncated_fraction']:.1%} hit the token budget")
+
+
+@app.command("evaluate")
+def evaluate(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories, or sweep directories (their finished runs)."),
+    tasks: str = typer.Option("synth", help="A tasks TOML file; 'synth' is the synthetic cohort's shipped tasks."),
+    patients: int = typer.Option(200, help="Held-out patients per prediction rule."),
+    samples: int = typer.Option(8, help="Simulated futures per patient (K)."),
+    train_patients: int = typer.Option(20_000, help="Train-split patients per rule for the baselines."),
+    baselines: bool = typer.Option(True, help="Train the logistic and LightGBM baselines."),
+    oracle: bool = typer.Option(None, help="Score the generator itself (default: when the data is synthetic)."),
+    oracle_samples: int = typer.Option(16, help="Futures per patient the oracle simulates."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for the 95% intervals (0: none)."),
+    min_positives: int = typer.Option(10, help="Fewer positives or negatives than this: no AUROC or AUPRC."),
+    max_new_tokens: int = typer.Option(256, help="Token budget of one simulated future."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    seed: int = typer.Option(0, help="Seed of the sampler, the bootstrap and the baselines."),
+    meds: Path = typer.Option(None, help="The MEDS dataset (default: the first run's token store's source)."),
+    out: Path = typer.Option(None, help="Write evaluation.json, predictions.parquet and figures here."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Evaluate trained runs on clinical prediction tasks by simulating K futures per patient, against
+    logistic regression and LightGBM trained on the train split and, on a synthetic cohort, the oracle.
+
+    With several runs (or a sweep directory) every run is scored on the same patients, and --out gets
+    the metric-vs-compute and metric-vs-validation-loss figures. See docs/evaluation.md.
+
+    Examples:
+
+      scaling evaluate runs/final --tasks synth --patients 500 --samples 16 --out runs/final-eval
+
+      scaling evaluate runs/final --tasks my_tasks.toml --no-oracle --json
+
+      scaling evaluate runs/sweeps/quickstart --samples 8 --out runs/sweep-eval
+    """
+    from scaling.errors import InputError
+    from scaling.evaluate import (
+        Evaluation,
+        EvaluationSettings,
+        expand_run_dirs,
+        json_report,
+        meds_dir_of_store,
+        write_evaluation,
+    )
+    from scaling.run_config import parse_run_config
+    from scaling.run_model import read_run_record
+    from scaling.tasks import load_tasks
+
+    console = stderr_console()
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    task_list = load_tasks(tasks)
+    runs = expand_run_dirs(run_dirs)
+    if out is not None and out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    if meds is None:
+        from scaling.token_store import TokenStore
+
+        config = parse_run_config(read_run_record(runs[0])["config"], source=str(runs[0] / "config.json"))
+        meds = meds_dir_of_store(TokenStore.open(config.data))
+    settings = EvaluationSettings(patients=patients, samples=samples, train_patients=train_patients,
+                                  baselines=baselines, oracle=oracle, oracle_samples=oracle_samples,
+                                  bootstrap=bootstrap, min_positives=min_positives, seed=seed,
+                                  max_new_tokens=max_new_tokens, temperature=temperature)
+    log(f"tasks: {', '.join(t.name for t in task_list)} | data: {meds} | {len(runs)} run(s), K = {samples}")
+    evaluation = Evaluation(meds, task_list, settings, log=log)
+    reports = []
+    for run in runs:
+        log(f"[bold]{run}[/]")
+        reports.append(evaluation.evaluate_run(run))
+        if not json_output:
+            print_report(reports[-1], console)
+    if out is not None:
+        written = write_evaluation(out, reports, overwrite=overwrite)
+        log(f"wrote {len(written)} files to {out}")
+    if json_output:
+        print_json(json_report(reports[0]) if len(reports) == 1
+                   else {"samples": samples, "runs": [json_report(r) for r in reports]})
+
+
+def print_report(report: dict, console) -> None:
+    """One table per task: model, baselines and oracle side by side, with 95% intervals."""
+    from rich.table import Table
+
+    run = report["run"]
+    console.print(f"run {run['run_dir']} (step {run['checkpoint_step']}, N={run['params']}, C={run['flops']}, "
+                  f"val loss {run['val_loss']}) | K = {report['samples']} futures per patient | simulation "
+                  f"{report['simulation']['seconds']} s, {report['simulation']['truncated_fraction']:.1%} of futures "
+                  "hit the token budget", highlight=False)
+    for task in report["tasks"]:
+        metrics = ["auroc", "auprc", "brier", "calibration_error"] if task["kind"] == "binary" else ["mae", "bias"]
+        prevalence = "" if task["prevalence"] is None else f", prevalence {task['prevalence']:.3f}"
+        table = Table(title=f"{task['name']} ({task['kind']}, n={task['n']}{prevalence}, "
+                            f"mean label {_number(task['mean_label'])})", title_justify="left")
+        table.add_column("estimator")
+        for metric in metrics:
+            table.add_column(metric, justify="right")
+        rows = [("model", task.get("model"))] + list((task.get("baselines") or {}).items())
+        rows.append(("oracle", task.get("oracle")))
+        for name, block in rows:
+            if block is None:
+                continue
+            if "error" in block:
+                table.add_row(name, f"[dim]{block['error']}[/]", *[""] * (len(metrics) - 1))
+                continue
+            table.add_row(name, *[_with_interval(block, metric) for metric in metrics])
+        console.print(table)
+        for warning in task["warnings"]:
+            console.print(f"  [yellow]{warning}[/]")
+
+
+def _number(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _with_interval(block: dict, metric: str) -> str:
+    value, ci = block.get(metric), (block.get("ci") or {}).get(metric)
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")

@@ -1,0 +1,63 @@
+"""`scaling final`: the compute-optimal run at a budget, trained and checked against its prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from scaling.cli.app import app
+from scaling.cli.output import print_json, stderr_console
+
+
+@app.command("final")
+def final(
+    results: Path = typer.Argument(..., help="A sweep's results.parquet (or a CSV with params, tokens, loss)."),
+    compute: float = typer.Option(..., help="The compute budget in FLOPs (C = 6 N D)."),
+    out: Path = typer.Option(None, help="The final run's directory (default: beside RESULTS, final-<C>)."),
+    data: str = typer.Option(None, help="Token store to train on (default: the sweep's)."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for the predicted loss's interval."),
+    approach: str = typer.Option("approach3", help="approach1 | approach2 | approach3."),
+    json_output: bool = typer.Option(False, "--json", help="Print prediction.json on stdout."),
+) -> None:
+    """Train the model `scaling recommend` picks at budget C and compare predicted with actual loss.
+
+    Training settings come from the sweep that made RESULTS; re-running resumes the run.
+
+    Examples:
+
+      scaling final runs/sweeps/quickstart/results.parquet --compute 4e12
+
+      scaling final results.csv --compute 1e18 --data runs/tokens --out runs/final --json
+    """
+    from scaling.final import final_run
+
+    out = out or Path(results).parent / f"final-{compute:.3g}"
+    console = stderr_console()
+    prediction = final_run(results, compute, out, data=data, bootstrap=bootstrap, approach=approach,
+                           log=lambda m: console.print(m, highlight=False))
+    if json_output:
+        print_json(prediction)
+    else:
+        console.print(f"predicted {prediction['predicted_loss']:.4f}, actual {prediction['actual_loss']:.4f} "
+                      f"({100 * prediction['relative_error']:+.1f}%) -> {out}")
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),
+    patients: int = typer.Option(None, help="Cohort size (default: the demo preset)."),
+) -> None:
+    """The main job end to end: cohort, tokens, quickstart sweep on local Ray, fits, recommendation, final
+    run, report (runs/demo/report.md). Re-running reuses everything finished.
+
+    Examples:
+
+      scaling demo
+
+      scaling demo --out /tmp/demo --patients 5000
+    """
+    from scaling.demo import DEMO_PATIENTS, run_demo
+
+    console = stderr_console()
+    run_demo(out, patients or DEMO_PATIENTS, log=lambda m: console.print(m, highlight=False))

@@ -1,0 +1,232 @@
+"""Simulation-based inference: prompt a trained model with each patient's history, sample K futures,
+decode them into events.
+
+    prompts = history_prompts(cohort, times, vocab)
+    futures, tokens = simulate_futures(model, vocab, prompts, samples=8, horizon_minutes=365 * 1440)
+
+A prompt is exactly what the tokenizer makes of the history rows (scaling.tokenizer.encode), without
+the closing [EOS], so it is a prefix of the patient's sequence in the token store. Futures are rows
+prediction x sample (row i * K + k). The sampler's clock counts each interval token at its class's
+lower bound, so it stops only when a future is surely past the horizon; the decoded events then carry
+minutes counted at each class's middle (`interval_minutes`), the best guess of the real gap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.decoder import Decoder
+from models.sampling import SamplingSettings, generate
+from scaling.atomic import atomic_directory
+from scaling.codes import DEATH_CODE
+from scaling.errors import InputError
+from scaling.labels import Cohort, PredictionTimes, history_events, prediction_times
+from scaling.outcomes import Futures
+from scaling.tasks import PredictionRule
+from scaling.tokenizer import US_PER_MINUTE, CodeTable, detokenize, encode
+from scaling.vocab import TIME_INTERVALS, Vocabulary
+
+# Prompt widths are rounded up to a multiple of this, so that the jitted sampler compiles a few times.
+WIDTH_BUCKET = 64
+# Keep the prefill's (rows, width, vocab) float32 logits under about this many bytes per call.
+PREFILL_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    samples: int = 8  # futures per prompt (K)
+    max_new_tokens: int = 256  # token budget of one future
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    max_rows: int = 512  # sequences sampled in one call
+
+
+def interval_minutes(token: str, middle: bool = True) -> float:
+    """Minutes an interval token stands for: the middle of its class (the lower bound when
+    middle=False); a `TIME//6mo` token is 6 months, and a run of them ends half a class later (added
+    by `decode_futures`)."""
+    bounds = [lower for _, lower in TIME_INTERVALS]
+    k = [name for name, _ in TIME_INTERVALS].index(token)
+    if k == len(bounds) - 1 or not middle:
+        return bounds[k]
+    return (bounds[k] + bounds[k + 1]) / 2
+
+
+def clock_minutes(vocab: Vocabulary) -> np.ndarray:
+    """(vocab,) minutes each token advances the sampler's clock: lower bounds of interval classes."""
+    minutes = np.zeros(vocab.size, np.float32)
+    for name, lower in TIME_INTERVALS:
+        if name in vocab.index:
+            minutes[vocab.id(name)] = lower
+    return minutes
+
+
+def history_prompts(cohort: Cohort, times: PredictionTimes, vocab: Vocabulary) -> list[np.ndarray]:
+    """One prompt per prediction: the tokens of its history, without the closing [EOS]."""
+    history = history_events(cohort, times)
+    tokens, offsets, owners = encode(history, vocab, CodeTable.build(history.codes, vocab))
+    if len(owners) != len(times):
+        raise RuntimeError(f"{len(times)} histories gave {len(owners)} token sequences")
+    return [tokens[a : b - 1] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def cut_prompt(prompt: np.ndarray, limit: int, vocab: Vocabulary) -> np.ndarray:
+    """A prompt of at most `limit` tokens: its head (the static codes and the age token, which say who
+    the patient is) and as many of its last events as fit (the tail starts where an event starts)."""
+    if len(prompt) <= limit:
+        return prompt
+    kinds = [vocab.kinds[t] for t in prompt.tolist()]
+    head = kinds.index("age") + 1 if "age" in kinds[:16] else 0
+    head = head if head <= limit // 2 else 0
+    start = len(prompt) - (limit - head)
+    while start < len(prompt) and kinds[start] not in ("time", "code", "unknown"):
+        start += 1
+    return np.concatenate([prompt[:head], prompt[start:]])
+
+
+def decode_futures(tokens: np.ndarray, vocab: Vocabulary, pad_id: int) -> Futures:
+    """(rows, T) sampled tokens (pad after the end) -> the events of each row, minutes from its start."""
+    owners, minutes, codes, values = [], [], [], []
+    code_ids: dict[str, int] = {}
+    six_months = TIME_INTERVALS[-1][0]
+    middle = {name: interval_minutes(name) for name, _ in TIME_INTERVALS}
+    for row, sampled in enumerate(tokens):
+        kept = sampled[(sampled != pad_id) & (sampled < vocab.size)]
+        end = np.flatnonzero(kept == vocab.eos_id)
+        kept = kept[: end[0]] if len(end) else kept
+        clock = 0.0
+        for events in detokenize(kept, vocab)[:1]:
+            for event in events:
+                clock += sum(middle[t] for t in event.time_tokens)
+                if event.time_tokens and event.time_tokens[-1] == six_months:
+                    clock += middle[six_months] / 2  # the run of 6-month tokens: the middle of the last one
+                owners.append(row)
+                minutes.append(clock)
+                codes.append(code_ids.setdefault(event.code, len(code_ids)))
+                values.append(np.nan if event.numeric_value is None else event.numeric_value)
+    return Futures(np.asarray(owners, np.int64), np.asarray(minutes, np.float64), np.asarray(codes, np.int64),
+                   list(code_ids), len(tokens), np.asarray(values, np.float64))
+
+
+def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray], horizon_minutes: float,
+                     settings: SimulationSettings = SimulationSettings(), log=None,
+                     max_prompt_tokens: int | None = None) -> tuple[Futures, np.ndarray]:
+    """K futures of each prompt, up to the horizon, [EOS], death or the token budget.
+
+    Returns the decoded futures (row i * K + k is sample k of prompt i) and the sampled tokens
+    (rows, max_new_tokens). Prompts longer than `max_prompt_tokens` (default: the model's context minus
+    an eighth of it, or minus the token budget when that is smaller) are cut by `cut_prompt`.
+    """
+    context = model.shape.max_seq_len
+    limit = max_prompt_tokens or context - max(1, min(settings.max_new_tokens, context // 8))
+    prompts = [cut_prompt(p, limit, vocab) for p in prompts]
+    K = settings.samples
+    rows = [p for p in prompts for _ in range(K)]
+    stop_ids = tuple(vocab.id(t) for t in (vocab.tokens[vocab.eos_id], DEATH_CODE) if t in vocab.index)
+    sampling = SamplingSettings(settings.max_new_tokens, settings.temperature, settings.top_k, settings.top_p)
+    minutes = np.zeros(model.shape.vocab_size, np.float32)
+    minutes[: vocab.size] = clock_minutes(vocab)
+    # Sort by length so that one call holds prompts of similar widths, and bucket the widths.
+    order = np.argsort([len(p) for p in rows], kind="stable")
+    out = np.full((len(rows), settings.max_new_tokens), vocab.pad_id, np.int32)
+    key = jax.random.key(settings.seed)
+    widest = _bucket(len(rows[order[-1]]))
+    n = max(1, min(settings.max_rows, len(rows), PREFILL_BYTES // (widest * model.shape.vocab_size * 4)))
+    for start in range(0, len(rows), n):
+        chunk = order[start : start + n]
+        width = _bucket(max(len(rows[i]) for i in chunk))
+        # Filler rows pad every call to n + 1 rows, and one of them has the bucket's width, so the
+        # jitted sampler compiles once per width bucket.
+        filler = np.full(width, vocab.eos_id, np.int32)
+        batch = [rows[i] for i in chunk] + [filler] * (n + 1 - len(chunk))
+        key, sub = jax.random.split(key)
+        sampled = generate(model, batch, sub, sampling, pad_id=vocab.pad_id, stop_ids=stop_ids,
+                           minutes_per_token=minutes, horizon_minutes=horizon_minutes)
+        out[chunk] = sampled[: len(chunk)]
+        if log:
+            log(f"sampled {start + len(chunk):,}/{len(rows):,} futures")
+    return decode_futures(out, vocab, vocab.pad_id), out
+
+
+def _bucket(width: int) -> int:
+    return max(WIDTH_BUCKET, -(-width // WIDTH_BUCKET) * WIDTH_BUCKET)
+
+
+def futures_table(futures: Futures, subject_ids: np.ndarray, prediction_us: np.ndarray, samples: int) -> pa.Table:
+    """Futures as MEDS-like rows: subject_id, sample, prediction_time, time (prediction time + the
+    event's minutes), code, numeric_value (the value bin's median train value), minutes."""
+    prediction = futures.owner // samples
+    time_us = prediction_us[prediction] + np.round(futures.minutes * US_PER_MINUTE).astype(np.int64)
+    value = futures.value if futures.value is not None else np.full(len(futures.owner), np.nan)
+    return pa.table({
+        "subject_id": pa.array(subject_ids[prediction], pa.int64()),
+        "sample": pa.array(futures.owner % samples, pa.int32()),
+        "prediction_time": pa.array(prediction_us[prediction], pa.int64()).cast(pa.timestamp("us")),
+        "time": pa.array(time_us, pa.int64()).cast(pa.timestamp("us")),
+        "code": pa.array([futures.codes[c] for c in futures.code.tolist()], pa.string()),
+        "numeric_value": pa.array(value.astype(np.float32), pa.float32(), mask=np.isnan(value)),
+        "minutes": pa.array(futures.minutes, pa.float64()),
+    })
+
+
+def simulate_run(run_dir: str | Path, out: str | Path, rule: PredictionRule, patients: int, horizon_days: float,
+                 settings: SimulationSettings = SimulationSettings(), split: str = "held_out",
+                 meds_dir: str | Path | None = None, overwrite: bool = False, log=None) -> dict:
+    """`scaling simulate`: K futures of `patients` patients of a split, written as a MEDS-like dataset:
+
+        OUT/data/futures.parquet        one row per simulated event (futures_table)
+        OUT/metadata/prompts.parquet    subject_id, prediction_time, prompt_tokens (what the model saw)
+        OUT/metadata/simulation.json    the run, checkpoint step, rule, settings and counts
+    """
+    from scaling.evaluate import meds_dir_of_store
+    from scaling.meds_io import read_meds
+    from scaling.run_model import load_trained_model
+    from scaling.token_store import TokenStore
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    if not horizon_days > 0:
+        raise InputError(f"--horizon-days {horizon_days}; expected a positive number of days")
+    model, config, step = load_trained_model(run_dir)
+    store = TokenStore.open(config.data)
+    meds_dir = Path(meds_dir) if meds_dir else meds_dir_of_store(store)
+    cohort = Cohort.from_dataset(read_meds(meds_dir))
+    times = prediction_times(cohort, rule, split, patients)
+    if not len(times):
+        raise InputError(f"{meds_dir}: no patient of split '{split}' has a prediction time under rule '{rule.name}'")
+    prompts = history_prompts(cohort, times, store.vocab)
+    started = time.perf_counter()
+    futures, tokens = simulate_futures(model, store.vocab, prompts, horizon_days * 1440.0, settings, log=log)
+    seconds = time.perf_counter() - started
+    subject_ids = cohort.subject_ids[times.subject]
+    summary = {
+        "run_dir": str(run_dir), "checkpoint_step": step, "data": str(meds_dir), "split": split,
+        "rule": asdict(rule), "horizon_days": horizon_days, "settings": asdict(settings),
+        "patients": len(times), "futures": len(tokens), "events": len(futures.owner),
+        "generated_tokens": int((tokens != store.vocab.pad_id).sum()),
+        "truncated_fraction": float((tokens[:, -1] != store.vocab.pad_id).mean()),
+        "seconds": round(seconds, 2), "tokens_per_s": round(float((tokens != store.vocab.pad_id).sum()) / seconds, 1),
+    }
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / "data").mkdir()
+        (tmp / "metadata").mkdir()
+        pq.write_table(futures_table(futures, subject_ids, times.time_us, settings.samples),
+                       tmp / "data" / "futures.parquet")
+        pq.write_table(pa.table({
+            "subject_id": pa.array(subject_ids, pa.int64()),
+            "prediction_time": pa.array(times.time_us, pa.int64()).cast(pa.timestamp("us")),
+            "prompt_tokens": pa.array([p.astype(np.int32) for p in prompts], pa.list_(pa.int32())),
+        }), tmp / "metadata" / "prompts.parquet")
+        (tmp / "metadata" / "simulation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return {"out": str(out), **summary}

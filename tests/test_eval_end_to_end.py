@@ -1,0 +1,117 @@
+"""`scaling evaluate` and `scaling simulate` on a tiny trained run of the synthetic test cohort."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pyarrow.parquet as pq
+import pytest
+from eval_builders import synth_cohort_and_store
+from flax import nnx
+
+from scaling.run_model import load_trained_model
+from scaling.token_store import TokenStore
+from scaling.train_step import init_model
+from scaling.trainer import train_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_e2e")
+    meds, tokens = synth_cohort_and_store(root)
+    config = {
+        "data": str(tokens), "seed": 1,
+        "model": {"d_model": 24, "n_layers": 1, "n_heads": 3, "n_kv_heads": 1, "d_ff": 40},
+        "train": {"steps": 24, "batch_size": 8, "seq_len": 96, "lr": 1e-2, "warmup_steps": 2, "eval_every": 12,
+                  "checkpoint_every": 12, "log_every": 6, "steps_per_dispatch": 6, "eval_tokens": 2000},
+    }
+    train_run(config, root / "run", progress=False)
+    return root, meds, tokens, root / "run"
+
+
+def test_load_trained_model_restores_the_trained_parameters(run):
+    _, _, tokens, run_dir = run
+    model, config, step = load_trained_model(run_dir)
+    assert step == 24 and config.train.seq_len == 96
+    fresh = nnx.merge(*init_model(model.shape, config.seed))
+    split = TokenStore.open(tokens).split("held_out")
+    window = jnp.asarray(np.asarray(split.tokens[:97], np.int32))[None]
+
+    def loss(m):
+        return float(optax.softmax_cross_entropy_with_integer_labels(m(window[:, :-1]), window[:, 1:]).mean())
+
+    assert loss(model) < loss(fresh) - 0.5
+
+
+def test_evaluate_reports_model_baselines_and_oracle(run, run_cli):
+    root, _, _, run_dir = run
+    out = root / "evaluation"
+    code, stdout, stderr = run_cli("evaluate", run_dir, "--patients", 30, "--samples", 4, "--max-new-tokens", 48,
+                                   "--bootstrap", 20, "--oracle-samples", 4, "--json", "--out", out)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["samples"] == 4 and report["run"]["checkpoint_step"] == 24
+    assert {t["kind"] for t in report["tasks"]} == {"binary", "count", "duration"} and len(report["tasks"]) >= 5
+    for task in report["tasks"]:
+        assert task["n"] > 5
+        assert set(task["baselines"]) == {"logistic", "gbdt"} and task["oracle"] is not None
+        metric = "brier" if task["kind"] == "binary" else "mae"
+        assert task["model"][metric] >= 0 and task["oracle"][metric] >= 0
+        assert [p["samples"] for p in task["by_samples"]] == [1, 2, 4]
+        if task["kind"] == "binary" and task["model"]["auroc"] is None:
+            assert any("too few positives" in w for w in task["warnings"])
+    assert (out / "evaluation.json").is_file() and (out / "metric_vs_samples.png").is_file()
+    predictions = pq.read_table(out / "predictions.parquet")
+    assert set(predictions.column_names) >= {"task", "subject_id", "prediction_time", "label", "model", "logistic",
+                                             "gbdt", "oracle"}
+    assert predictions.num_rows == sum(t["n"] for t in report["tasks"])
+    code, _, stderr = run_cli("evaluate", run_dir, "--out", out)
+    assert code == 2 and "already exists" in stderr
+
+
+def test_evaluate_several_runs_draws_the_scaling_figures(run):
+    from scaling.evaluate import Evaluation, EvaluationSettings, write_evaluation
+    from scaling.tasks import load_tasks
+
+    root, meds, _, run_dir = run
+    tasks = [t for t in load_tasks("synth") if t.name in ("ed_visits_1y", "death_1y")]
+    settings = EvaluationSettings(patients=20, samples=2, max_new_tokens=32, bootstrap=0, baselines=False,
+                                  oracle=False)
+    evaluation = Evaluation(meds, tasks, settings)
+    reports = [evaluation.evaluate_run(run_dir) for _ in range(2)]
+    reports[1]["run"]["flops"] *= 4
+    written = write_evaluation(root / "scaling_eval", reports)
+    names = {p.name for p in written}
+    assert {"metric_vs_compute.png", "metric_vs_loss.png", "evaluation.json"} <= names
+    assert reports[0]["tasks"][0]["oracle"] is None and reports[0]["tasks"][0]["baselines"]["gbdt"] is None
+
+
+def test_simulate_writes_futures_as_events(run, run_cli):
+    root, _, _, run_dir = run
+    out = root / "futures"
+    code, stdout, stderr = run_cli("simulate", run_dir, "--patients", 5, "--samples", 3, "--horizon-days", 60,
+                                   "--max-new-tokens", 32, "--out", out, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["patients"] == 5 and summary["futures"] == 15
+    futures = pq.read_table(out / "data" / "futures.parquet")
+    assert futures.column_names[:6] == ["subject_id", "sample", "prediction_time", "time", "code", "numeric_value"]
+    assert set(futures["sample"].to_pylist()) <= {0, 1, 2}
+    minutes = np.asarray(futures["minutes"])
+    elapsed = np.asarray(futures["time"].cast("int64")) - np.asarray(futures["prediction_time"].cast("int64"))
+    assert (minutes >= 0).all()
+    np.testing.assert_allclose(elapsed / 60e6, minutes, atol=1e-3)
+    assert pq.read_table(out / "metadata" / "prompts.parquet").num_rows == 5
+
+
+def test_evaluate_refuses_bad_input(run, run_cli, tmp_path):
+    _, _, _, run_dir = run
+    code, _, stderr = run_cli("evaluate", tmp_path / "missing")
+    assert code == 2 and "not a run directory" in stderr
+    bad = tmp_path / "tasks.toml"
+    bad.write_text('[prediction.r]\nrule = "sometimes"\n')
+    code, _, stderr = run_cli("evaluate", run_dir, "--tasks", bad)
+    assert code == 2 and "prediction.r.rule = 'sometimes'" in stderr

@@ -1,0 +1,72 @@
+"""The oracle: the generator continues each history; its estimates match what happens on a cohort."""
+
+import numpy as np
+import pytest
+from eval_builders import task
+
+from scaling.labels import Cohort, PredictionTimes, history_events, prediction_times, task_labels
+from scaling.meds_io import read_meds
+from scaling.oracle import HOLD, Oracle
+from scaling.outcomes import estimate_from_samples, outcome_values
+from scaling.synth import ClinicalProcess
+from scaling.synth_cohort import generate_cohort, timelines_from_tokens
+from scaling.tasks import PredictionRule
+from scaling.tokenizer import CodeTable, encode
+
+YEARLY = PredictionRule("yearly", "random", min_history_days=365, probability=0.25)
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "cohort"
+    generate_cohort(root, 600, seed=1)
+    dataset = read_meds(root)
+    cohort = Cohort.from_dataset(dataset)
+    return Oracle(dataset, cohort), cohort
+
+
+def test_replaying_a_history_scores_it_as_the_generator_does(oracle):
+    oracle, cohort = oracle
+    times = prediction_times(cohort, YEARLY, limit=40)
+    whole_records = PredictionTimes(times.rule, times.subject, times.time_us, cohort.ends[times.subject])
+    whole, _ = _forced(oracle, cohort, whole_records)
+    forced, lengths = _forced(oracle, cohort, times)
+    n_events = (forced.code >= 0).sum(1)
+    forced.code[np.arange(forced.code.shape[1])[None] >= n_events[:, None]] = HOLD
+    oracle.process.run(len(times), np.random.default_rng(1), forced=forced, max_steps=int(n_events.max()) + 1)
+    held = oracle.process.last_state
+    scored = ClinicalProcess(oracle.world, oracle.max_tokens).run(len(times), np.random.default_rng(0), forced=whole)
+    # the held rows stopped right after their history, with the -log p the generator gives those tokens
+    np.testing.assert_array_equal(held.n_tokens, lengths)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(held.token_nll[i, :n], scored.token_nll[i, :n])
+
+
+def _forced(oracle, cohort, times):
+    history = history_events(cohort, times)
+    tokens, offsets, _ = encode(history, oracle.vocab, CodeTable.build(history.codes, oracle.vocab))
+    prompts = [tokens[a : b - 1] for a, b in zip(offsets[:-1], offsets[1:])]
+    forced, ok = timelines_from_tokens(prompts, oracle.vocab, oracle.world, oracle.max_tokens)
+    assert ok.all()
+    return forced, np.array([len(p) for p in prompts])
+
+
+@pytest.mark.parametrize("the_task", [
+    task("ed_visits", "count", YEARLY, ("VISIT//EMERGENCY",), 365),
+    task("outpatient_90d", "binary", YEARLY, ("VISIT//OUTPATIENT",), 90),
+    task("t2d", "binary", YEARLY, ("DIAGNOSIS//ICD//10//E11",), 730, exclude_prevalent=True),
+], ids=lambda t: t.name)
+def test_oracle_estimates_match_the_empirical_rate(oracle, the_task):
+    """Averaged over patients, the oracle's estimate equals the observed rate (within 4 standard
+    errors of the difference): the prediction times are stopping times and the replay is exact."""
+    oracle, cohort = oracle
+    times = prediction_times(cohort, the_task.prediction)  # every split: about 490 patients
+    samples = 8
+    futures, ok = oracle.futures(times, samples, the_task.horizon_minutes, seed=3)
+    assert ok.all()
+    estimate = estimate_from_samples(the_task, outcome_values(the_task, futures).reshape(len(times), samples))
+    keep, labels = task_labels(cohort, the_task, times)
+    difference = labels[keep] - estimate[keep]
+    standard_error = difference.std() / np.sqrt(keep.sum())
+    assert abs(difference.mean()) < 4 * standard_error, (difference.mean(), standard_error)
+    assert labels[keep].mean() > 0.02

@@ -1,0 +1,82 @@
+"""Simulated futures: decoding sampled tokens into timed events, and sampling up to a horizon."""
+
+import numpy as np
+import pytest
+from eval_builders import FIRST_DISCHARGE, HAND_ROWS
+from flax import nnx
+from meds_builders import write_dataset
+
+from models.decoder import Decoder
+from models.ladder import family_shape
+from scaling.labels import Cohort, prediction_times
+from scaling.meds_io import read_meds
+from scaling.simulate import (
+    SimulationSettings,
+    clock_minutes,
+    cut_prompt,
+    decode_futures,
+    futures_table,
+    history_prompts,
+    interval_minutes,
+    simulate_futures,
+)
+from scaling.token_store import TokenStore
+from scaling.tokenizer import TokenizerSettings, tokenize_dataset
+from scaling.vocab import DAY, MONTH
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand")
+    # every patient in train, so that the vocabulary holds every code
+    meds = write_dataset(root / "meds", {"data.parquet": HAND_ROWS}, {s: "train" for s in range(1, 7)})
+    tokenize_dataset(meds, root / "tokens", TokenizerSettings(min_count=1))
+    return Cohort.from_dataset(read_meds(meds)), TokenStore.open(root / "tokens").vocab
+
+
+def test_interval_minutes():
+    assert interval_minutes("TIME//1d-3d") == 2 * DAY
+    assert interval_minutes("TIME//1d-3d", middle=False) == DAY
+    assert interval_minutes("TIME//6mo") == 6 * MONTH
+
+
+def test_decode_futures_counts_time_at_the_middle_of_each_interval(hand):
+    _, vocab = hand
+    ids = [vocab.id(tok) for tok in ["TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT", "TIME//6mo", "TIME//6mo",
+                                      "VISIT//EMERGENCY", "[EOS]", "VISIT//OUTPATIENT"]]
+    tokens = np.array([ids, [vocab.id("VISIT//OUTPATIENT")] + [vocab.pad_id] * 6], np.int32)
+    futures = decode_futures(tokens, vocab, vocab.pad_id)
+    assert futures.n_rows == 2 and futures.owner.tolist() == [0, 0, 1]
+    assert [futures.codes[c] for c in futures.code] == ["HOSPITAL_DISCHARGE//INPATIENT", "VISIT//EMERGENCY",
+                                                        "VISIT//OUTPATIENT"]
+    # a run of two 6-month tokens: between 12 and 18 months, 15 at the middle
+    np.testing.assert_allclose(futures.minutes, [2 * DAY, 2 * DAY + 15 * MONTH, 0.0])
+    table = futures_table(futures, np.array([7]), np.array([1_000_000]), samples=2)
+    assert table.column_names == ["subject_id", "sample", "prediction_time", "time", "code", "numeric_value",
+                                  "minutes"]
+    assert table["sample"].to_pylist() == [0, 0, 1] and table["subject_id"].to_pylist() == [7, 7, 7]
+
+
+def test_sampling_stops_at_the_horizon_and_returns_k_futures_per_prompt(hand):
+    cohort, vocab = hand
+    times = prediction_times(cohort, FIRST_DISCHARGE)
+    prompts = history_prompts(cohort, times, vocab)
+    model = Decoder(family_shape(16, vocab.size, 64, n_layers=1), rngs=nnx.Rngs(0))
+    settings = SimulationSettings(samples=3, max_new_tokens=24, seed=1)
+    horizon = 30 * DAY
+    futures, tokens = simulate_futures(model, vocab, prompts, horizon, settings)
+    assert tokens.shape == (3 * len(prompts), 24) and futures.n_rows == 3 * len(prompts)
+    lower = clock_minutes(vocab)
+    for row in tokens:
+        assert lower[row].sum() < horizon  # the token that would cross the horizon is not kept
+
+
+def test_long_prompts_keep_their_head_and_whole_recent_events(hand):
+    _, vocab = hand
+    tokens = ["GENDER//F", "AGE//50-54", "VISIT//OUTPATIENT", "MEDICATION//ATC//A10", "ATC//L3:B", "ATC//L4:A",
+              "ATC//L5:02", "TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT"]
+    prompt = np.array([vocab.id(t) for t in tokens])
+    assert cut_prompt(prompt, 9, vocab) is prompt
+    cut = [vocab.tokens[i] for i in cut_prompt(prompt, 5, vocab)]
+    # the last 3 tokens would start inside the medication's code: the tail starts at the next event
+    assert cut == ["GENDER//F", "AGE//50-54", "TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT"]

@@ -1,0 +1,131 @@
+"""`train_run` end to end on a small random token store: the run directory's files, the summary against
+the accounting, determinism, skip-if-done, divergence, and the CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from train_builders import random_token_store, tiny_run_config
+
+from models.accounting import count_params, flops_per_token
+from scaling.errors import InputError
+from scaling.run_config import parse_run_config
+from scaling.trainer import METRIC_COLUMNS, train_run
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return random_token_store(tmp_path_factory.mktemp("train") / "store")
+
+
+@pytest.fixture(scope="module")
+def finished(store, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    return run_dir, train_run(tiny_run_config(store), run_dir, progress=False)
+
+
+def test_train_run_writes_the_run_directory_contract(finished):
+    run_dir, summary = finished
+    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "metrics.parquet", "checkpoints", "summary.json"}
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert list(metrics.columns) == METRIC_COLUMNS
+    assert metrics["step"].tolist() == [3, 6, 9, 12]  # log_every = 3
+    assert metrics["val_loss"].notna().tolist() == [False, True, False, True]  # eval_every = 6
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [6, 12]
+    record = json.loads((run_dir / "config.json").read_text())
+    assert parse_run_config(record["config"]) == parse_run_config(tiny_run_config(record["config"]["data"]))
+
+
+def test_train_run_summary_uses_the_accounting(finished):
+    run_dir, summary = finished
+    config = parse_run_config(tiny_run_config("/x"))
+    shape = config.shape(vocab_size=99)  # [PAD], [EOS] and 97 codes
+    assert summary["status"] == "finished"
+    assert summary["shape"] == shape.to_dict()
+    assert summary["params"] == count_params(shape)["total"]
+    assert summary["params_nonembed"] == count_params(shape)["non_embedding"]
+    assert summary["tokens"] == 12 * 4 * 24
+    assert summary["flops"] == pytest.approx(6 * summary["params"] * summary["tokens"])
+    assert summary["flops_detailed"] == pytest.approx(flops_per_token(shape, 24, "detailed") * summary["tokens"])
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert summary["val_loss"] == metrics["val_loss"].iloc[-1]
+    assert summary["train_loss"] == metrics["train_loss"].iloc[-1]
+    assert metrics["tokens"].tolist() == [s * 96 for s in metrics["step"]]
+    # Learning is happening: below the uniform-guess loss ln(99) and falling.
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0] < np.log(99) + 0.05
+
+
+def test_train_run_checkpoint_holds_the_model_that_scored_the_val_loss(finished, store):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from scaling.batches import evaluation_batches
+    from scaling.token_store import TokenStore
+    from scaling.trainer import load_model
+
+    run_dir, summary = finished
+    model, step = load_model(run_dir)
+    assert step == 12
+    graphdef, params = nnx.split(model)
+    forward = jax.jit(lambda p, w: nnx.merge(graphdef, p)(w))
+    # The val loss again, from the restored model and the tuning split directly.
+    tokens = TokenStore.open(store)
+    total, count = 0.0, 0.0
+    for windows, mask in evaluation_batches(tokens.split("tuning"), 4, 24, 500, tokens.vocab.pad_id):
+        logits = forward(params, jnp.asarray(windows[:, :-1]))
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(windows[:, 1:]))
+        total, count = total + float((losses * mask).sum()), count + float(mask.sum())
+    assert total / count == pytest.approx(summary["val_loss"], rel=1e-5)
+
+
+def test_train_run_is_deterministic_and_the_cli_matches(finished, store, tmp_path, run_cli):
+    run_dir, summary = finished
+    config = tmp_path / "run.toml"
+    c = tiny_run_config(store)
+    config.write_text(
+        f'data = "{c["data"]}"\nseed = {c["seed"]}\n[model]\n'
+        + "".join(f"{k} = {v}\n" for k, v in c["model"].items())
+        + "[train]\n" + "".join(f"{k} = {v}\n" for k, v in c["train"].items())
+    )
+    code, out, err = run_cli("train", config, "--out", tmp_path / "again", "--quiet", "--json")
+    assert code == 0, err
+    again = json.loads(out)
+    ignore = ("tokens_per_s",)
+    assert {k: v for k, v in again.items() if k not in ignore} == {k: v for k, v in summary.items() if k not in ignore}
+    a = pd.read_parquet(run_dir / "metrics.parquet").drop(columns="tokens_per_s")
+    b = pd.read_parquet(tmp_path / "again" / "metrics.parquet").drop(columns="tokens_per_s")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_train_run_skips_a_finished_run_and_refuses_another_config(finished):
+    run_dir, summary = finished
+    config = tiny_run_config(parse_run_config(json.loads((run_dir / "config.json").read_text())["config"]).data)
+    assert train_run(config, run_dir, progress=False) == summary
+    with pytest.raises(InputError, match="holds a run of a different config"):
+        train_run({**config, "seed": 4}, run_dir, progress=False)
+
+
+def test_train_run_stops_on_a_non_finite_loss_keeping_the_checkpoint_before(store, tmp_path, monkeypatch):
+    import scaling.trainer
+
+    class PoisonedSampler(scaling.trainer.WindowSampler):
+        """From step 7 on (the 8th step), token ids past the vocabulary: embeddings of NaN."""
+
+        def batch(self, step):
+            windows, mask = super().batch(step)
+            return (windows + 1000 if step >= 7 else windows), mask
+
+    monkeypatch.setattr(scaling.trainer, "WindowSampler", PoisonedSampler)
+    summary = train_run(tiny_run_config(store), tmp_path / "run", progress=False)
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at_step"] == 8
+    assert "at step 8" in summary["message"] and "step 6" in summary["message"]
+    assert summary["steps"] == 7 and summary["val_loss"] is None
+    checkpoints = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert checkpoints == [6]
+    metrics = pd.read_parquet(tmp_path / "run" / "metrics.parquet")
+    assert metrics["step"].tolist() == [3, 6] and np.isfinite(metrics["train_loss"]).all()
