@@ -84,21 +84,27 @@ def _generate(graphdef, state, tokens, positions, key, minutes, horizon, stop_ma
     logits, cache = model.forward_with_cache(tokens, positions, cache)  # (B, P, vocab)
     next_position = positions[:, -1] + 1  # (B,)
 
-    def step(carry, step_key):
-        logits, cache, position, clock, done = carry
+    keys = jax.random.split(key, settings.max_new_tokens)
+
+    def step(carry):
+        t, logits, cache, position, clock, done, out = carry
         logits = logits.at[:, pad_id].set(-jnp.inf)  # padding is never a sample
         choice = jax.random.categorical(
-            step_key, filter_logits(logits, settings.temperature, settings.top_k, settings.top_p))  # (B,)
+            keys[t], filter_logits(logits, settings.temperature, settings.top_k, settings.top_p))  # (B,)
         clock = clock + minutes[choice]
         past_horizon = clock >= horizon
-        emitted = jnp.where(done | past_horizon, pad_id, choice)
+        out = out.at[:, t].set(jnp.where(done | past_horizon, pad_id, choice))
         done = done | past_horizon | stop_mask[choice]
         new_logits, cache = model.forward_with_cache(choice[:, None], position[:, None], cache)
-        return (new_logits[:, -1], cache, position + 1, clock, done), emitted
+        return t + 1, new_logits[:, -1], cache, position + 1, clock, done, out
 
-    carry = (logits[:, -1], cache, next_position, jnp.zeros(B, jnp.float32), jnp.zeros(B, bool))
-    _, emitted = jax.lax.scan(step, carry, jax.random.split(key, settings.max_new_tokens))
-    return emitted.T  # (B, max_new_tokens)
+    # Stop as soon as every row has stopped; the rest of `out` stays padding.
+    def keep_going(carry):
+        return (carry[0] < settings.max_new_tokens) & ~jnp.all(carry[5])
+
+    out = jnp.full((B, settings.max_new_tokens), pad_id, jnp.int32)
+    carry = (0, logits[:, -1], cache, next_position, jnp.zeros(B, jnp.float32), jnp.zeros(B, bool), out)
+    return jax.lax.while_loop(keep_going, step, carry)[-1]  # (B, max_new_tokens)
 
 
 def generate_without_cache(model: Decoder, prompts: list[np.ndarray], key: jax.Array, settings: SamplingSettings,

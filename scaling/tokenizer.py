@@ -136,7 +136,7 @@ def build_vocabulary(train: EventArrays, settings: TokenizerSettings,
     n_value_tokens = max((len(e) + 1 for e in edges.values()), default=0)
 
     tokens: list[tuple[str, str, str, str]] = [(PAD, "special", "special", ""), (EOS, "special", "special", "")]
-    unknown_categories = [c for c in CATEGORIES if c not in ("special", "age", "time", "value", "death")]
+    unknown_categories = [c for c in CATEGORIES if c not in ("special", "age", "time", "value")]
     tokens += [(unknown_token(c), c, "unknown", "") for c in unknown_categories]
     tokens += [(name, "time", "time", "") for name, _ in TIME_INTERVALS]
     tokens += [(age_token(a), "age", "age", "") for a in range(0, MAX_AGE_BUCKET + 1, AGE_BUCKET_YEARS)]
