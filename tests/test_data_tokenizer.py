@@ -143,6 +143,7 @@ def test_token_store_on_disk_matches_and_is_memory_mapped(tmp_path, run_cli):
 
 def test_every_category_has_an_unknown_token(tmp_path):
     """A death in a held-out history is a token even when no train patient died."""
-    rows = [(1, t(2020, 1, 1), "LAB//A", None), (2, t(2020, 1, 1), "LAB//A", None), (2, t(2020, 2, 1), "MEDS_DEATH", None)]
+    rows = [(1, t(2020, 1, 1), "LAB//A", None), (2, t(2020, 1, 1), "LAB//A", None),
+            (2, t(2020, 2, 1), "MEDS_DEATH", None)]
     _, vocab, splits = tokenize(tmp_path, {"a.parquet": rows}, {1: "train", 2: "held_out"})
     assert tokens_of(vocab, splits["held_out"][0]) == ["LAB//A", "TIME//1mo-3mo", "UNK//death", "[EOS]"]
