@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 from models.config import ModelShape
 from models.ladder import family_shape, shape_for_params
 from scaling.errors import InputError
+from scaling.toml_files import read_toml, resolve_data_path
 
 SCHEDULES = ("cosine", "wsd", "constant")
 DTYPES = ("float32", "bfloat16")
@@ -124,16 +124,8 @@ class RunConfig:
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a run config TOML file."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such run config file")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
-    if isinstance(raw.get("data"), str) and not Path(raw["data"]).is_absolute():
-        # Relative to the current directory, else to the config file's directory.
-        here, beside = Path(raw["data"]).absolute(), (path.parent / raw["data"]).absolute()
-        raw["data"] = str(beside if not here.exists() and beside.exists() else here)
+    raw = read_toml(path, "run config file")
+    resolve_data_path(raw, path)
     return parse_run_config(raw, source=str(path))
 
 

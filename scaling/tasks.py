@@ -34,13 +34,13 @@ an InputError naming the file and the field.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from scaling.errors import InputError
+from scaling.toml_files import read_toml
 
 TASK_KINDS = ("binary", "count", "duration")
 RULES = ("random", "at_code")
@@ -80,12 +80,7 @@ def shipped_tasks_path(name: str = "synth") -> Path:
 def load_tasks(path: str | Path) -> list[Task]:
     """Read and validate a tasks TOML file; `synth` names the shipped synthetic-cohort tasks."""
     path = shipped_tasks_path(str(path)) if str(path) in SHIPPED_TASKS else Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such tasks file; expected a TASKS.toml (see docs/evaluation.md)")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
+    raw = read_toml(path, "tasks file; expected a TASKS.toml (see docs/evaluation.md)")
     return parse_tasks(raw, source=str(path))
 
 

@@ -24,13 +24,13 @@ shape and on duplicate runs).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from scaling.errors import InputError
 from scaling.run_config import TrainSection
+from scaling.toml_files import read_toml, resolve_data_path
 
 KINDS = ("isoflop", "params_x_tokens", "wsd_branches")
 FLOP_METHODS = ("6N", "detailed")
@@ -95,18 +95,10 @@ class Grid:
 def load_grid(path: str | Path, data: str | Path | None = None) -> Grid:
     """Read and validate a grid file; `data` replaces the file's token store path."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such grid file")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
+    raw = read_toml(path, "grid file")
     if data is not None:
         raw["data"] = str(Path(data).absolute())
-    elif isinstance(raw.get("data"), str) and not Path(raw["data"]).is_absolute():
-        # Relative to the current directory, else to the grid file's directory (as run configs do).
-        here, beside = Path(raw["data"]).absolute(), (path.parent / raw["data"]).absolute()
-        raw["data"] = str(beside if not here.exists() and beside.exists() else here)
+    resolve_data_path(raw, path)
     return parse_grid(raw, source=str(path))
 
 
