@@ -30,13 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pandas as pd
-from flax import nnx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
-from models.decoder import Decoder
 from scaling.atomic import write_file_atomic, write_json_atomic
 from scaling.batches import WindowSampler, evaluation_batches
 from scaling.errors import InputError
@@ -450,35 +448,6 @@ class RunLog:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-
-def load_model(run_dir: str | Path, step: int | None = None, dtype=jnp.float32):
-    """The trained model of a run directory, from its latest checkpoint (or `step`): (Decoder, step).
-
-    For the later stages (simulation, evaluation, the final run's report)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise InputError(f"{run_dir}: not a run directory (no config.json)")
-    record = json.loads(path.read_text())
-    config = parse_run_config(record["config"], source=str(path))
-    shape = ModelShape.from_dict(record["shape"])
-    t = config.train
-    graphdef, abstract_params = nnx.split(
-        nnx.eval_shape(lambda: Decoder(shape, dtype=dtype, rngs=nnx.Rngs(0))), nnx.Param)
-    schedule = learning_rate_schedule(t.schedule, t.lr, config.total_steps, config.warmup_steps, t.min_lr_ratio,
-                                      t.cooldown_fraction)
-    tx = make_optimizer(schedule, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip)
-    abstract = {"params": abstract_params, "opt_state": jax.eval_shape(tx.init, abstract_params)}
-    with ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
-                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise InputError(f"{run_dir}: no checkpoint to load")
-        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
-        state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    return nnx.merge(graphdef, state["params"]), step
 
 
 _copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))

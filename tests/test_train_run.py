@@ -64,11 +64,11 @@ def test_train_run_checkpoint_holds_the_model_that_scored_the_val_loss(finished,
     from flax import nnx
 
     from scaling.batches import evaluation_batches
+    from scaling.run_model import load_trained_model
     from scaling.token_store import TokenStore
-    from scaling.trainer import load_model
 
     run_dir, summary = finished
-    model, step = load_model(run_dir)
+    model, _, step = load_trained_model(run_dir)
     assert step == 12
     graphdef, params = nnx.split(model)
     forward = jax.jit(lambda p, w: nnx.merge(graphdef, p)(w))
