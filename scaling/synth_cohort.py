@@ -22,7 +22,7 @@ from scaling.meds_io import write_meds
 from scaling.synth import LONG_GAP, ClinicalProcess, Timelines
 from scaling.synth_world import SEX_CODES, World, make_world
 from scaling.tokenizer import TIME_BOUNDS_MINUTES, detokenize
-from scaling.vocab import Vocabulary
+from scaling.vocab import TIME_INTERVALS, Vocabulary
 
 WORLD_FILE = "metadata/synthetic_world.json"
 SPLIT_FRACTIONS = {"train": 0.8, "tuning": 0.1, "held_out": 0.1}
@@ -140,7 +140,7 @@ def timelines_from_tokens(patients: list[np.ndarray], vocab: Vocabulary, world: 
     the patients the generator can score (no unknown token, no code outside the world)."""
     n = len(patients)
     code_index = {c: i for i, c in enumerate(world.codes)}
-    time_class = {name: k for k, name in enumerate(vocab.tokens[vocab.id("TIME//5m-15m"):][:13])}
+    time_class = {name: k for k, (name, _) in enumerate(TIME_INTERVALS)}
     tl = Timelines(sex=np.zeros(n, np.int64), age_bucket=np.zeros(n, np.int64),
                    gap=-np.ones((n, max_tokens), np.int8), repeats=np.zeros((n, max_tokens), np.int8),
                    code=-np.ones((n, max_tokens), np.int32), value_bin=-np.ones((n, max_tokens), np.int8),
