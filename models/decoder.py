@@ -179,12 +179,13 @@ class Decoder(nnx.Module):
             index=jnp.zeros((), jnp.int32),
         )
 
-    def forward_with_cache(self, tokens: jax.Array, positions: jax.Array, cache: KVCache):
+    def forward_with_cache(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, last_only: bool = False):
         """Score `tokens` (B, T) at `positions` (B, T) after what `cache` holds; write them into the cache.
 
         A token attends to the cached and new keys whose position is at most its own; slots with
         position -1 (empty, or padding the caller marked so) are never attended to.
-        Returns logits (B, T, vocab) float32 and the cache with index advanced by T.
+        Returns logits (B, T, vocab) float32 ((B, 1, vocab) with `last_only`: all a sampler's prefill
+        needs) and the cache with index advanced by T.
         """
         T = tokens.shape[1]
         key_pos = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32), (0, cache.index))
@@ -194,4 +195,4 @@ class Decoder(nnx.Module):
         for block, layer_cache in zip(self.blocks, cache.layers, strict=True):
             x, layer_cache = block(x, sin, cos, (positions, key_pos), layer_cache, cache.index)
             layers.append(layer_cache)
-        return self.logits(x), KVCache(tuple(layers), key_pos, cache.index + T)
+        return self.logits(x[:, -1:] if last_only else x), KVCache(tuple(layers), key_pos, cache.index + T)

@@ -81,7 +81,7 @@ def _generate(graphdef, state, tokens, positions, key, minutes, horizon, stop_ma
     model = nnx.merge(graphdef, state)
     B = tokens.shape[0]
     cache = model.init_cache(B, cache_len)
-    logits, cache = model.forward_with_cache(tokens, positions, cache)  # (B, P, vocab)
+    logits, cache = model.forward_with_cache(tokens, positions, cache, last_only=True)  # (B, 1, vocab)
     next_position = positions[:, -1] + 1  # (B,)
 
     keys = jax.random.split(key, settings.max_new_tokens)

@@ -2,7 +2,8 @@
 
     cohort (synthetic MEDS) -> token store -> quickstart IsoFLOP sweep on local Ray -> fits, bootstrap,
     backtest, figures -> recommendation at a budget several times the sweep's largest -> the final run
-    -> runs/demo/report.md
+    -> downstream evaluation of the final run and of each budget's best sweep run (simulated futures
+    against baselines and the oracle) -> runs/demo/report.md
 
 Each stage writes its own directory and is skipped when that directory is complete, so re-running
 after an interruption redoes nothing that finished.
@@ -20,6 +21,10 @@ from scaling.atomic import atomic_directory, write_file_atomic, write_json_atomi
 DEMO_PATIENTS = 60_000
 FINAL_MULTIPLE = 3.0  # the final run's budget, in multiples of the sweep's largest budget
 BOOTSTRAP = 200
+# Downstream evaluation: held-out patients per prediction rule, futures per patient, baseline train set.
+EVAL_PATIENTS = 300
+EVAL_SAMPLES = 8
+EVAL_TRAIN_PATIENTS = 10_000
 
 
 def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid: Path | None = None,
@@ -70,12 +75,41 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     prediction = final_run(results, final_compute, root / "final", bootstrap=BOOTSTRAP, report=report, log=log)
     recommendation = json.loads((root / "final" / "recommendation.json").read_text())["recommendation"]
     write_json_atomic(root / "recommendation.json", recommendation)
+    evaluation_dir = root / "evaluation"
+    stage("evaluation", (evaluation_dir / "evaluation.json").is_file(),
+          lambda: evaluate_demo_runs(cohort, [*best_run_per_budget(sweep_dir), root / "final"], evaluation_dir, log))
     stats = json.loads((tokens / "stats.json").read_text())
     fit = json.loads(fit_path.read_text())
-    report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root)
+    evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation)
     write_file_atomic(root / "report.md", report)
     log(f"report: {root / 'report.md'} ({time.perf_counter() - started:.0f} s)")
     return {"root": str(root), "prediction": prediction, "timings": timings}
+
+
+def best_run_per_budget(sweep_dir: Path) -> list[Path]:
+    """The lowest-loss finished run of each budget of a sweep, smallest budget first."""
+    import pandas as pd
+
+    results = pd.read_parquet(sweep_dir / "results.parquet")
+    results = results[results["status"] == "finished"].dropna(subset=["budget", "loss"])
+    best = results.loc[results.groupby("budget")["loss"].idxmin()].sort_values("budget")
+    return [sweep_dir / "runs" / run_id for run_id in best["run_id"]]
+
+
+def evaluate_demo_runs(cohort: Path, runs: list[Path], out: Path, log=print) -> None:
+    """Score every run on the shipped synthetic tasks, on the same patients, and write `out`."""
+    from scaling.evaluate import Evaluation, EvaluationSettings, write_evaluation
+    from scaling.tasks import load_tasks
+
+    settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, train_patients=EVAL_TRAIN_PATIENTS,
+                                  bootstrap=BOOTSTRAP)
+    evaluation = Evaluation(cohort, load_tasks("synth"), settings, log=log)
+    reports = []
+    for run in runs:
+        reports.append(evaluation.evaluate_run(run))
+        log(f"evaluated {run} ({reports[-1]['simulation']['seconds']} s of simulation)")
+    write_evaluation(out, reports, overwrite=True)
 
 
 def _interval(fit: dict, key: str) -> str:
@@ -84,7 +118,7 @@ def _interval(fit: dict, key: str) -> str:
 
 
 def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: dict, sweep_dir: Path,
-                root: Path) -> str:
+                root: Path, evaluation: dict | None = None) -> str:
     import pandas as pd
 
     results = pd.read_parquet(sweep_dir / "results.parquet")
@@ -144,9 +178,77 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
         + f"; actual {prediction['actual_loss']:.4f}"
         + (f", a relative error of {100 * err:+.2f}% (goal: within 3%)." if err is not None else "."),
         "",
-        "## Figures",
-        "",
     ]
+    if evaluation:
+        lines += evaluation_section(evaluation, root)
+    lines += ["## Figures of the fits", ""]
     for png in sorted((root / "figures").glob("*.png")):
         lines.append(f"![{png.stem}](figures/{png.name})")
     return "\n".join(lines) + "\n"
+
+
+def _cell(block: dict | None, metric: str) -> str:
+    if not block:
+        return "-"
+    if "error" in block:
+        return "no fit"
+    value, ci = block.get(metric), (block.get("ci") or {}).get(metric)
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def evaluation_section(evaluation: dict, root: Path) -> list[str]:
+    """Model, baselines and oracle side by side for the final run, and the downstream scaling figures."""
+    from scaling.eval_metrics import PRIMARY_METRIC
+
+    runs = evaluation["runs"]
+    final = runs[-1]
+    sim = final["simulation"]
+    lines = [
+        "## Downstream evaluation by simulation",
+        "",
+        f"Up to {final['settings']['patients']} held-out patients per prediction rule get one prediction time each; "
+        f"the final run samples K = {evaluation['samples']} futures from the history and estimates each outcome "
+        "from them (the fraction of futures with the event; the mean count or duration). The baselines are "
+        f"logistic/Poisson regression and LightGBM on code counts, age and sex, trained on "
+        f"{final['settings']['train_patients']:,} train-split patients per rule; the oracle continues each "
+        f"history {final['settings']['oracle_samples']} times with the generator itself. Brackets are 95% "
+        f"bootstrap intervals. Simulation took {sim['seconds']:.0f} s ({sim['tokens_per_s']:,.0f} tokens/s) for the "
+        f"final run; {sim['truncated_fraction']:.1%} of futures hit the token budget. The models were trained "
+        f"on windows of {final['run']['shape']['max_seq_len']} tokens: prompts keep the patient's head (sex, age) "
+        "and as many recent events as fit, and futures are sampled in rounds that fit that context.",
+        "",
+        "| task | kind | n | metric | final model | logistic | LightGBM | oracle |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for task in final["tasks"]:
+        metric = PRIMARY_METRIC[task["kind"]]
+        n = f"{task['n']}" + (f" ({task['positives']} positive)" if "positives" in task else "")
+        baselines = task.get("baselines") or {}
+        lines.append(f"| {task['name']} | {task['kind']} | {n} | {metric} | {_cell(task.get('model'), metric)} | "
+                     f"{_cell(baselines.get('logistic'), metric)} | {_cell(baselines.get('gbdt'), metric)} | "
+                     f"{_cell(task.get('oracle'), metric)} |")
+    warned = [f"{t['name']}: {w}" for t in final["tasks"] for w in t["warnings"]]
+    lines += [""] + [f"- {w}" for w in warned] + ([""] if warned else [])
+    lines += [
+        "Across model sizes (each budget's best sweep run, then the final run), on the same patients:",
+        "",
+        "| run | N | C (FLOPs) | val loss | " + " | ".join(
+            f"{t['name']} {PRIMARY_METRIC[t['kind']]}" for t in final["tasks"]) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in final["tasks"]) + " |",
+    ]
+    for run in runs:
+        info, by_name = run["run"], {t["name"]: t for t in run["tasks"]}
+        cells = [_cell(by_name[t["name"]].get("model"), PRIMARY_METRIC[t["kind"]]).split(" [")[0]
+                 for t in final["tasks"]]
+        lines.append(f"| {Path(info['run_dir']).name} | {info['params']:,} | {info['flops']:.3g} | "
+                     f"{info['val_loss']:.4f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for png in ("metric_vs_compute.png", "metric_vs_loss.png"):
+        if (root / "evaluation" / png).is_file():
+            lines.append(f"![{png[:-4]}](evaluation/{png})")
+    final_name = Path(final["run"]["run_dir"]).name
+    if (root / "evaluation" / "runs" / final_name / "metric_vs_samples.png").is_file():
+        lines.append(f"![metric_vs_samples](evaluation/runs/{final_name}/metric_vs_samples.png)")
+    return [*lines, ""]

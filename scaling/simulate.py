@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import jax
@@ -36,7 +36,8 @@ from scaling.vocab import TIME_INTERVALS, Vocabulary
 
 # Prompt widths are rounded up to a multiple of this, so that the jitted sampler compiles a few times.
 WIDTH_BUCKET = 64
-# Keep the prefill's (rows, width, vocab) float32 logits under about this many bytes per call.
+# Keep the prefill's widest float32 activations, (rows, width, max(vocab, 2 d_ff)), under about this
+# many bytes per call.
 PREFILL_BYTES = 256 * 2**20
 
 
@@ -124,38 +125,79 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     """K futures of each prompt, up to the horizon, [EOS], death or the token budget.
 
     Returns the decoded futures (row i * K + k is sample k of prompt i) and the sampled tokens
-    (rows, max_new_tokens). Prompts longer than `max_prompt_tokens` (default: the model's context minus
-    an eighth of it, or minus the token budget when that is smaller) are cut by `cut_prompt`.
+    (rows, max_new_tokens), padding after each row's end.
+
+    A model never sees more tokens than its context (positions past the trained ones are guesses), so
+    futures are sampled in rounds of at most a quarter of the context: each round prompts the model
+    with `cut_prompt` of the history and what the row has sampled so far, at most `max_prompt_tokens`
+    (default and cap: the context minus one round), and rows that stopped drop out. A model whose
+    context holds the prompt and the whole budget samples in one round.
     """
     context = model.shape.max_seq_len
-    limit = max_prompt_tokens or context - max(1, min(settings.max_new_tokens, context // 8))
-    prompts = [cut_prompt(p, limit, vocab) for p in prompts]
+    round_tokens = min(settings.max_new_tokens, max(1, context // 4))
+    limit = min(max_prompt_tokens or context, context - round_tokens)
     K = settings.samples
     rows = [p for p in prompts for _ in range(K)]
-    stop_ids = tuple(vocab.id(t) for t in (vocab.tokens[vocab.eos_id], DEATH_CODE) if t in vocab.index)
-    sampling = SamplingSettings(settings.max_new_tokens, settings.temperature, settings.top_k, settings.top_p)
+    stop_ids = stop_token_ids(vocab)
     minutes = np.zeros(model.shape.vocab_size, np.float32)
     minutes[: vocab.size] = clock_minutes(vocab)
-    # Sort by length so that one call holds prompts of similar widths, and bucket the widths.
-    order = np.argsort([len(p) for p in rows], kind="stable")
     out = np.full((len(rows), settings.max_new_tokens), vocab.pad_id, np.int32)
+    clock = np.zeros(len(rows), np.float64)  # minutes each row's sampled tokens advanced its clock
+    active = np.arange(len(rows))  # rows that used every token of every round so far
     key = jax.random.key(settings.seed)
-    widest = _bucket(len(rows[order[-1]]))
-    n = max(1, min(settings.max_rows, len(rows), PREFILL_BYTES // (widest * model.shape.vocab_size * 4)))
-    for start in range(0, len(rows), n):
-        chunk = order[start : start + n]
-        width = _bucket(max(len(rows[i]) for i in chunk))
-        # Filler rows pad every call to n + 1 rows, and one of them has the bucket's width, so the
-        # jitted sampler compiles once per width bucket.
-        filler = np.full(width, vocab.eos_id, np.int32)
-        batch = [rows[i] for i in chunk] + [filler] * (n + 1 - len(chunk))
+    done = rounds = 0  # done: tokens sampled by every active row
+    started = time.perf_counter()
+    while len(active) and done < settings.max_new_tokens:
+        new = min(round_tokens, settings.max_new_tokens - done)
+        round_prompts = [cut_prompt(np.concatenate([rows[i], out[i, :done]]), limit, vocab) for i in active]
         key, sub = jax.random.split(key)
-        sampled = generate(model, batch, sub, sampling, pad_id=vocab.pad_id, stop_ids=stop_ids,
-                           minutes_per_token=minutes, horizon_minutes=horizon_minutes)
-        out[chunk] = sampled[: len(chunk)]
-        if log:
-            log(f"sampled {start + len(chunk):,}/{len(rows):,} futures")
+        sampled = _sample_round(model, round_prompts, sub, replace(settings, max_new_tokens=new), vocab.pad_id,
+                                stop_ids, minutes, horizon_minutes - clock[active])  # (len(active), new)
+        out[active, done : done + new] = sampled
+        clock[active] += minutes[sampled].sum(1)
+        stopped = (sampled == vocab.pad_id).any(1) | np.isin(sampled, stop_ids).any(1)
+        active, done, rounds = active[~stopped], done + new, rounds + 1
+    if log:
+        log(f"sampled {len(rows):,} futures in {rounds} round(s) of up to {round_tokens} tokens "
+            f"({time.perf_counter() - started:.1f} s); {len(active):,} hit the budget of {settings.max_new_tokens}")
     return decode_futures(out, vocab, vocab.pad_id), out
+
+
+def stop_token_ids(vocab: Vocabulary) -> tuple[int, ...]:
+    """The tokens that end a future: end of timeline and death."""
+    return tuple(vocab.id(t) for t in (vocab.tokens[vocab.eos_id], DEATH_CODE) if t in vocab.index)
+
+
+def _sample_round(model: Decoder, prompts: list[np.ndarray], key: jax.Array, settings: SimulationSettings,
+                  pad_id: int, stop_ids: tuple[int, ...], minutes: np.ndarray, horizons: np.ndarray) -> np.ndarray:
+    """One round of `simulate_futures`: (len(prompts), settings.max_new_tokens) sampled tokens.
+
+    Prompts are sorted by length so that one call holds prompts of similar widths; widths are bucketed
+    and calls padded with filler rows to a power of four, so the jitted sampler compiles a few times.
+    """
+    sampling = SamplingSettings(settings.max_new_tokens, settings.temperature, settings.top_k, settings.top_p)
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    out = np.empty((len(prompts), settings.max_new_tokens), np.int32)
+    widest = _bucket(len(prompts[order[-1]]))
+    row_bytes = widest * max(model.shape.vocab_size, 2 * model.shape.d_ff) * 4
+    n = max(1, min(settings.max_rows, PREFILL_BYTES // row_bytes))
+    for start in range(0, len(prompts), n):
+        chunk = order[start : start + n]
+        width = _bucket(max(len(prompts[i]) for i in chunk))
+        # The fillers stop at once (horizon 0); one of them has the bucket's width.
+        fillers = min(n, _power_of_four(len(chunk))) + 1 - len(chunk)
+        batch = [prompts[i] for i in chunk] + [np.full(width, pad_id, np.int32)] * fillers
+        horizon = np.r_[horizons[chunk], np.zeros(fillers)]
+        key, sub = jax.random.split(key)
+        sampled = generate(model, batch, sub, sampling, pad_id=pad_id, stop_ids=stop_ids, minutes_per_token=minutes,
+                           horizon_minutes=horizon)
+        out[chunk] = sampled[: len(chunk)]
+    return out
+
+
+def _power_of_four(n: int) -> int:
+    """The least power of four at least n."""
+    return 4 ** ((max(n, 1) - 1).bit_length() + 1 >> 1)
 
 
 def _bucket(width: int) -> int:

@@ -80,3 +80,29 @@ def test_long_prompts_keep_their_head_and_whole_recent_events(hand):
     cut = [vocab.tokens[i] for i in cut_prompt(prompt, 5, vocab)]
     # the last 3 tokens would start inside the medication's code: the tail starts at the next event
     assert cut == ["GENDER//F", "AGE//50-54", "TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT"]
+
+
+def test_futures_longer_than_the_context_are_sampled_in_rounds_that_fit_it(hand, monkeypatch):
+    import scaling.simulate as simulate
+
+    cohort, vocab = hand
+    prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)
+    context = 32
+    model = Decoder(family_shape(16, vocab.size, context, n_layers=1), rngs=nnx.Rngs(0))
+    calls = []
+
+    def spy(model, batch, key, sampling, **kwargs):
+        # fillers (all padding) only widen the call; their output is dropped
+        calls.append((max(len(p) for p in batch if (p != vocab.pad_id).any()), sampling.max_new_tokens))
+        return real(model, batch, key, sampling, **kwargs)
+
+    real = simulate.generate
+    monkeypatch.setattr(simulate, "generate", spy)
+    # no stop token and no horizon: every future uses the whole budget, 5 contexts long
+    settings = SimulationSettings(samples=2, max_new_tokens=5 * context, seed=3)
+    monkeypatch.setattr(simulate, "stop_token_ids", lambda vocab: ())
+    _, tokens = simulate_futures(model, vocab, prompts, np.inf, settings)
+    assert len(calls) == 5 * context // (context // 4)  # rounds of a quarter context each
+    for width, new in calls:
+        assert width + new <= context
+    assert tokens.shape == (2 * len(prompts), 5 * context)

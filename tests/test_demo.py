@@ -1,0 +1,75 @@
+"""`scaling demo` end to end on a tiny cohort and grid: every stage's files, the report's sections, the
+downstream evaluation of each budget's best run and the final run, and a re-run that redoes nothing."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scaling.demo import run_demo
+
+TINY_GRID = """
+name = "tiny-demo"
+data = "unused"
+seed = 0
+
+[grid]
+kind = "isoflop"
+budgets = [2e9, 6e9, 2e10]
+widths = [8, 16, 24, 32, 48]
+sizes_per_budget = 3
+tokens_per_param = 30.0
+min_steps = 8
+
+[train]
+batch_size = 8
+seq_len = 32
+lr = 5e-3
+log_every = 10
+eval_every = 200
+eval_tokens = 4096
+checkpoint_every = 200
+steps_per_dispatch = 10
+
+[resources]
+cpus_per_run = 1
+gpus_per_run = 0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_demo_runs_every_stage_then_reuses_them(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(TINY_GRID)
+    root = tmp_path / "demo"
+    first = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, log=lambda m: None)
+
+    for path in ("recommendation.json", "fit.json", "report.md", "final/summary.json", "final/prediction.json",
+                 "evaluation/evaluation.json", "evaluation/metric_vs_compute.png", "figures/isoflop_profiles.png"):
+        assert (root / path).is_file(), path
+    results = pd.read_parquet(root / "sweep" / "results.parquet")
+    best = results.loc[results.groupby("budget")["loss"].idxmin()].sort_values("budget")["run_id"].tolist()
+    evaluation = json.loads((root / "evaluation" / "evaluation.json").read_text())
+    evaluated = [Path(run["run"]["run_dir"]).name for run in evaluation["runs"]]
+    assert evaluated == [*best, "final"]  # each budget's lowest-loss run, then the final run
+    assert {t["kind"] for t in evaluation["runs"][-1]["tasks"]} == {"binary", "count", "duration"}
+
+    report = (root / "report.md").read_text()
+    for heading in ("## Fitted laws", "## The final run", "## Downstream evaluation by simulation"):
+        assert heading in report
+    final_tasks = evaluation["runs"][-1]["tasks"]
+    starts = tuple(f"| {t['name']} |" for t in final_tasks)
+    table_rows = [line for line in report.splitlines() if line.startswith(starts)]
+    assert len(table_rows) == len(final_tasks)
+    prediction = json.loads((root / "final" / "prediction.json").read_text())
+    assert f"actual {prediction['actual_loss']:.4f}" in report
+
+    before = {p: p.read_bytes() for p in [root / "evaluation" / "evaluation.json", root / "final" / "summary.json"]}
+    messages = []
+    second = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, log=messages.append)
+    for stage in ("cohort", "tokens", "fit", "evaluation"):
+        assert f"{stage}: done before, reused" in messages
+    assert second["prediction"] == first["prediction"]
+    assert all(p.read_bytes() == content for p, content in before.items())
