@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.power_law import PowerLaw, fit_power_law
+from analysis.power_law import ComputeAllocation, PowerLaw, fit_power_law
 from analysis.results_table import NotEnoughData, ResultsTable
 
 N_COMPUTE_LEVELS = 1500  # as in Chinchilla
@@ -23,7 +23,7 @@ MIN_RUNS_PER_LEVEL = 2  # a level where only one curve reaches has no choice to 
 
 
 @dataclass(frozen=True)
-class EnvelopeFit:
+class EnvelopeFit(ComputeAllocation):
     compute: np.ndarray  # (levels,) FLOPs
     params: np.ndarray  # (levels,) N of the lowest-loss run at each level
     tokens: np.ndarray  # (levels,) D of that run at that compute
@@ -31,26 +31,9 @@ class EnvelopeFit:
     params_law: PowerLaw
     tokens_law: PowerLaw
 
-    @property
-    def a(self) -> float:
-        return self.params_law.exponent
-
-    @property
-    def b(self) -> float:
-        return self.tokens_law.exponent
-
-    def optimal_params(self, compute: float | np.ndarray) -> float | np.ndarray:
-        return self.params_law(compute)
-
-    def optimal_tokens(self, compute: float | np.ndarray) -> float | np.ndarray:
-        return self.tokens_law(compute)
-
     def to_json(self) -> dict:
         return {
-            "a": self.a,
-            "b": self.b,
-            "params_coefficient": self.params_law.coefficient,
-            "tokens_coefficient": self.tokens_law.coefficient,
+            **self.laws_json(),
             "n_levels": len(self.compute),
             "compute_range": [float(self.compute.min()), float(self.compute.max())],
             "sizes_on_envelope": sorted(float(n) for n in np.unique(self.params)),

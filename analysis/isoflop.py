@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.power_law import PowerLaw, fit_power_law
+from analysis.power_law import ComputeAllocation, PowerLaw, fit_power_law
 from analysis.results_table import NotEnoughData, ResultsTable
 
 MIN_RUNS_PER_BUDGET = 3
@@ -44,32 +44,15 @@ class IsoflopMinimum:
 
 
 @dataclass(frozen=True)
-class IsoflopFit:
+class IsoflopFit(ComputeAllocation):
     minima: list[IsoflopMinimum]
     params_law: PowerLaw  # N_opt = coefficient · C^a
     tokens_law: PowerLaw  # D_opt = coefficient · C^b
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def a(self) -> float:
-        return self.params_law.exponent
-
-    @property
-    def b(self) -> float:
-        return self.tokens_law.exponent
-
-    def optimal_params(self, compute: float | np.ndarray) -> float | np.ndarray:
-        return self.params_law(compute)
-
-    def optimal_tokens(self, compute: float | np.ndarray) -> float | np.ndarray:
-        return self.tokens_law(compute)
-
     def to_json(self) -> dict:
         return {
-            "a": self.a,
-            "b": self.b,
-            "params_coefficient": self.params_law.coefficient,
-            "tokens_coefficient": self.tokens_law.coefficient,
+            **self.laws_json(),
             "n_budgets": len(self.minima),
             "minima": [m.to_json() for m in self.minima],
         }

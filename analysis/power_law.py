@@ -23,6 +23,32 @@ class PowerLaw:
         return {"coefficient": self.coefficient, "exponent": self.exponent, "n_points": self.n_points}
 
 
+class ComputeAllocation:
+    """What approaches 1 and 2 share: N_opt(C) and D_opt(C) as two power laws, `params_law` and
+    `tokens_law` (fields of the dataclass that mixes this in)."""
+
+    params_law: PowerLaw
+    tokens_law: PowerLaw
+
+    @property
+    def a(self) -> float:
+        return self.params_law.exponent
+
+    @property
+    def b(self) -> float:
+        return self.tokens_law.exponent
+
+    def optimal_params(self, compute: float | np.ndarray) -> float | np.ndarray:
+        return self.params_law(compute)
+
+    def optimal_tokens(self, compute: float | np.ndarray) -> float | np.ndarray:
+        return self.tokens_law(compute)
+
+    def laws_json(self) -> dict:
+        return {"a": self.a, "b": self.b, "params_coefficient": self.params_law.coefficient,
+                "tokens_coefficient": self.tokens_law.coefficient}
+
+
 def fit_power_law(x: np.ndarray, y: np.ndarray) -> PowerLaw:
     """Least squares of log y on log x. Needs at least two distinct x values."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
