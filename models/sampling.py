@@ -61,6 +61,18 @@ def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: floa
     return logits
 
 
+def sample_categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """One token per row of `logits` (B, vocab), drawn from softmax(logits): (B,) int32.
+
+    Inverse-CDF sampling takes one uniform number per row; `jax.random.categorical` takes one per row
+    and token (Gumbel noise), which on CPU costs more than the whole forward step of a small model.
+    """
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)  # (B, vocab), non-decreasing
+    u = (1.0 - jax.random.uniform(key, (logits.shape[0], 1))) * cdf[:, -1:]  # (B, 1) in (0, total]
+    # The first token whose cdf reaches u; a zero-probability token adds an empty interval and is never drawn.
+    return jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
+
+
 def generate(model: Decoder, prompts: list[np.ndarray], key: jax.Array, settings: SamplingSettings, *,
              pad_id: int, stop_ids: tuple[int, ...] = (), minutes_per_token: np.ndarray | None = None,
              horizon_minutes: np.ndarray | float = np.inf) -> np.ndarray:
@@ -89,7 +101,7 @@ def _generate(graphdef, state, tokens, positions, key, minutes, horizon, stop_ma
     def step(carry):
         t, logits, cache, position, clock, done, out = carry
         logits = logits.at[:, pad_id].set(-jnp.inf)  # padding is never a sample
-        choice = jax.random.categorical(
+        choice = sample_categorical(
             keys[t], filter_logits(logits, settings.temperature, settings.top_k, settings.top_p))  # (B,)
         clock = clock + minutes[choice]
         past_horizon = clock >= horizon
@@ -131,7 +143,7 @@ def _generate_without_cache(graphdef, state, tokens, key, stop_mask, pad_id, set
         t, step_key = inputs
         logits = model(buffer)  # (B, P + N, vocab): causal, so positions after t do not matter
         last = jax.lax.dynamic_index_in_dim(logits, P - 1 + t, axis=1, keepdims=False).at[:, pad_id].set(-jnp.inf)
-        choice = jax.random.categorical(
+        choice = sample_categorical(
             step_key, filter_logits(last, settings.temperature, settings.top_k, settings.top_p))
         emitted = jnp.where(done, pad_id, choice)
         buffer = jax.lax.dynamic_update_slice(buffer, choice[:, None].astype(jnp.int32), (0, P + t))

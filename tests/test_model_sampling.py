@@ -8,7 +8,14 @@ from flax import nnx
 
 from models.config import ModelShape
 from models.decoder import Decoder
-from models.sampling import SamplingSettings, filter_logits, generate, generate_without_cache, left_pad
+from models.sampling import (
+    SamplingSettings,
+    filter_logits,
+    generate,
+    generate_without_cache,
+    left_pad,
+    sample_categorical,
+)
 
 SHAPE = ModelShape(d_model=24, n_layers=2, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=31, max_seq_len=64)
 
@@ -65,3 +72,14 @@ def test_top_k_and_top_p_keep_the_most_likely_tokens():
     assert kept_p.tolist() == [True, True, False, False]  # 0.5 + 0.25 >= 0.7
     kept_p = np.isfinite(np.asarray(filter_logits(logits, 1.0, 0, 0.9)))[0]
     assert kept_p.tolist() == [True, True, True, False]
+
+
+def test_inverse_cdf_draws_follow_the_softmax_and_never_a_masked_token():
+    logits = jnp.array([[-jnp.inf, 0.0, 1.0, -jnp.inf, 2.0, -1.0]] * 200_000)  # (rows, 6)
+    draws = np.asarray(sample_categorical(jax.random.key(0), logits))
+    p = np.asarray(jax.nn.softmax(logits[0]))
+    counts = np.bincount(draws, minlength=6)
+    assert counts[0] == 0 and counts[3] == 0
+    # each frequency within 4 binomial standard errors of its probability
+    se = np.sqrt(p * (1 - p) / len(draws))
+    np.testing.assert_array_less(np.abs(counts / len(draws) - p), 4 * se + 1e-12)
