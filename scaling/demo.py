@@ -198,6 +198,23 @@ def _cell(block: dict | None, metric: str) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
+def against_best_baseline(task: dict) -> str | None:
+    """'ahead of', 'level with' or 'behind' the task's better baseline, judged by the model's interval of
+    the primary metric (AUROC: higher is better; MAE: lower); None when either is missing."""
+    from scaling.eval_metrics import PRIMARY_METRIC
+
+    metric = PRIMARY_METRIC[task["kind"]]
+    model = task.get("model") or {}
+    ci = (model.get("ci") or {}).get(metric)
+    values = [b[metric] for b in (task.get("baselines") or {}).values() if b and b.get(metric) is not None]
+    if ci is None or not values:
+        return None
+    sign = 1.0 if metric == "auroc" else -1.0  # compare as "higher is better"
+    best = max(sign * v for v in values)
+    low, high = sorted(sign * c for c in ci)
+    return "ahead of" if low > best else "behind" if high < best else "level with"
+
+
 def evaluation_section(evaluation: dict, root: Path) -> list[str]:
     """Model, baselines and oracle side by side for the final run, and the downstream scaling figures."""
     from scaling.eval_metrics import PRIMARY_METRIC
@@ -219,18 +236,28 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
         f"on windows of {final['run']['shape']['max_seq_len']} tokens: prompts keep the patient's head (sex, age) "
         "and as many recent events as fit, and futures are sampled in rounds that fit that context.",
         "",
-        "| task | kind | n | metric | final model | logistic | LightGBM | oracle |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| task | kind | n | metric | final model, K = 1 | final model, K = {evaluation['samples']} | logistic | "
+        "LightGBM | oracle |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for task in final["tasks"]:
         metric = PRIMARY_METRIC[task["kind"]]
         n = f"{task['n']}" + (f" ({task['positives']} positive)" if "positives" in task else "")
         baselines = task.get("baselines") or {}
-        lines.append(f"| {task['name']} | {task['kind']} | {n} | {metric} | {_cell(task.get('model'), metric)} | "
-                     f"{_cell(baselines.get('logistic'), metric)} | {_cell(baselines.get('gbdt'), metric)} | "
-                     f"{_cell(task.get('oracle'), metric)} |")
+        one = next((b.get(metric) for b in task.get("by_samples") or [] if b["samples"] == 1), None)
+        lines.append(f"| {task['name']} | {task['kind']} | {n} | {metric} | {'-' if one is None else f'{one:.3f}'} | "
+                     f"{_cell(task.get('model'), metric)} | {_cell(baselines.get('logistic'), metric)} | "
+                     f"{_cell(baselines.get('gbdt'), metric)} | {_cell(task.get('oracle'), metric)} |")
     warned = [f"{t['name']}: {w}" for t in final["tasks"] for w in t["warnings"]]
     lines += [""] + [f"- {w}" for w in warned] + ([""] if warned else [])
+    verdicts = [against_best_baseline(t) for t in final["tasks"]]
+    counts = {v: verdicts.count(v) for v in ("ahead of", "level with", "behind")}
+    lines += [
+        f"Against the better baseline of each task, the final model's 95% interval is ahead of it on "
+        f"{counts['ahead of']}, level with it (the interval holds the baseline's estimate) on {counts['level with']}, "
+        f"and behind it on {counts['behind']} of {sum(counts.values())} scored tasks.",
+        "",
+    ]
     lines += [
         "Across model sizes (each budget's best sweep run, then the final run), on the same patients:",
         "",
