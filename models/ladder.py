@@ -12,7 +12,9 @@ The ladder rule (`shape_for_params`): among all family shapes with d_model a mul
 d_model / n_layers is within a factor ASPECT_BAND = 4 of ASPECT_RATIO = 64; among the shapes within
 that tolerance take the one whose aspect ratio is nearest 64 (in log ratio), ties to the count nearest
 the target. When no tolerance admits such a shape (tiny targets that the embeddings dominate), the
-nearest count wins. The count is `count_params(shape)["total"]`, embeddings included.
+nearest count wins. No shape is deeper than d_model / MIN_ASPECT layers: without that floor a tiny
+target could land on a needle such as d_model 8 with 31 layers. The count is
+`count_params(shape)["total"]`, embeddings included.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ASPECT_RATIO = 64  # d_model / n_layers, as in nanochat (d_model = 64 x depth)
 FF_MULTIPLE = 32
 TOLERANCES = (0.02, 0.05, 0.10)
 ASPECT_BAND = 4.0
+MIN_ASPECT = 4  # d_model / n_layers never below this
 MAX_LAYERS = 128
 
 # A tiny ladder for CPU sweeps, and the compute-optimal sizes CoMET reported (total parameters).
@@ -89,7 +92,7 @@ def _candidates(vocab_size: int, max_seq_len: int, tied_embeddings: bool, target
                                         tied_embeddings=tied_embeddings))["total"]
         if out and one > target * (1 + TOLERANCES[-1]):
             break  # wider shapes only grow
-        for n_layers in range(1, MAX_LAYERS + 1):
+        for n_layers in range(1, max(1, min(MAX_LAYERS, d_model // MIN_ASPECT)) + 1):
             params = one + (n_layers - 1) * (two - one)
             out.append((params, d_model, n_layers))
             if params > target * (1 + TOLERANCES[-1]):
