@@ -49,6 +49,7 @@ OUT_GAPS = np.array([8, 9, 10, 11, LONG_GAP])  # 1w-2w ... >= 6 months between e
 STAY_GAPS = np.array([6, 7, 8])  # 1d-3d, 3d-1w, 1w-2w lengths of stay
 MAX_EVENT_TOKENS = MAX_LONG_REPEATS + 4 + 1
 CAP_MARGIN = 4 * MAX_EVENT_TOKENS  # near the token cap: no more items, then [EOS]
+STEP_ROWS = 2048  # rows per _step call: its (rows, C) arrays stay in cache (13 MB at 605 codes)
 
 START, VISIT, ADMITTED, DISCHARGED, DEAD, DONE = range(6)
 
@@ -91,8 +92,14 @@ class ClinicalProcess:
             for j in range(len(p)):
                 same = [k for k, q in enumerate(sorted_pieces) if q[: j + 1] == p[: j + 1]]
                 self.node_range[c, j] = (same[0], same[-1] + 1)
-        self.effects = (world.medication_weight + world.procedure_weight)
-        self.effects[:, world.lab_code] += world.lab_weight
+        effects = world.medication_weight + world.procedure_weight
+        effects[:, world.lab_code] += world.lab_weight
+        # Sparse: a condition has a few medications, procedures and labs. The products with the sparse
+        # conditions add the same terms in the same order as the dense ones, so they are bit-identical.
+        self.effects = scipy.sparse.csr_matrix(effects)  # (K, C)
+        self.links = scipy.sparse.csr_matrix(world.links)  # (K, K)
+        self.condition_columns = _columns(world.condition_code)
+        self.lab_columns = _columns(world.lab_code)
         self.lab_index = -np.ones(n_codes, np.int64)
         self.lab_index[world.lab_code] = np.arange(len(world.lab_code))
         self.condition_index = -np.ones(n_codes, np.int64)
@@ -109,19 +116,21 @@ class ClinicalProcess:
         """(r, C) probabilities of the next same-time item of an encounter."""
         w = self.world
         cond = s.cond[rows].astype(np.float64)  # (r, K)
-        sparse_cond = scipy.sparse.csr_matrix(cond)
+        sparse_cond = scipy.sparse.csr_matrix(s.cond[rows])  # bool, faster to build; products use exact 1.0s
         age = s.age[rows]
         log_hazard = np.log(np.maximum(w.base_rate, 1e-300))[None] + w.age_slope[None] * (age[:, None] - 50) / 10
         log_hazard = log_hazard + np.where(s.sex[rows, None] == 0, np.log(w.female_multiplier)[None], 0.0)
-        hazard = np.exp(log_hazard + sparse_cond @ w.links) * (1 - cond)
+        hazard = np.exp(log_hazard + (sparse_cond @ self.links).toarray()) * (1 - cond)
         hazard[:, w.dialysis] += 0.02 * cond[:, w.ckd] * (1 - cond[:, w.dialysis])
         hazard = np.minimum(hazard, 0.5)
         n_cond = cond.sum(1, keepdims=True)
-        weights = sparse_cond @ self.effects + w.routine_procedure[None]  # (r, C)
-        weights[:, w.condition_code] += hazard + 0.3 * cond / np.maximum(n_cond, 1)
+        weights = (sparse_cond @ self.effects).toarray()  # (r, C)
+        weights += w.routine_procedure[None]
+        weights[:, self.condition_columns] += hazard + 0.3 * cond / np.maximum(n_cond, 1)
         lab_weight = np.where(s.phase[rows] == ADMITTED, 2.0, 1.0)[:, None]
-        weights[:, w.lab_code] = (weights[:, w.lab_code] + 0.15) * lab_weight
-        return weights / weights.sum(1, keepdims=True)
+        weights[:, self.lab_columns] = (weights[:, self.lab_columns] + 0.15) * lab_weight
+        weights /= weights.sum(1, keepdims=True)
+        return weights
 
     def lab_bin_distribution(self, s: _State, rows: np.ndarray, labs: np.ndarray) -> np.ndarray:
         """(r, 10) value-bin probabilities of lab `labs[i]` for patient rows[i]."""
@@ -199,7 +208,10 @@ class ClinicalProcess:
             u = rng.random((len(active), 6))
             f = None if forced is None else (forced.gap[active, step], forced.repeats[active, step],
                                              forced.code[active, step], forced.value_bin[active, step])
-            self._step(s, active, u, f, out, step)
+            # Rows are independent within a step, so blocks of rows give the same result, faster.
+            for first in range(0, len(active), STEP_ROWS):
+                block = slice(first, first + STEP_ROWS)
+                self._step(s, active[block], u[block], None if f is None else tuple(x[block] for x in f), out, step)
         return out
 
     def _step(self, s, rows, u, f, out, step):
@@ -226,15 +238,15 @@ class ClinicalProcess:
         s.emit(rows[done], -logp_first[done])
         s.phase[rows[done]] = DONE
         go = ~ends & (phase != DEAD)
-        # 3. The interval before the event and the distribution of its code.
-        code_p = np.zeros((n, len(self.world.codes)))
+        # 3. The interval before the event and the distribution of its code, by group of rows.
         gap = -np.ones(n, np.int64)
         reps = np.zeros(n, np.int64)
         start_rows = np.flatnonzero(go & (phase == START))
-        code_p[start_rows[:, None], self.encounter_codes[None]] = np.array([0.6, 0.15, 0.15, 0.1])
+        start_p = np.zeros((len(start_rows), len(self.world.codes)))
+        start_p[:, self.encounter_codes] = np.array([0.6, 0.15, 0.15, 0.1])
         item_rows = np.flatnonzero(go & stay)
-        if len(item_rows):
-            code_p[item_rows] = self.item_distribution(s, rows[item_rows])
+        row_groups = [start_rows, item_rows]
+        code_p = [start_p, self.item_distribution(s, rows[item_rows])]  # (r, C) per group
         out_rows = np.flatnonzero(go & leave_out)
         stay_rows = np.flatnonzero(go & ~stay & (phase == ADMITTED))
         groups = []
@@ -248,7 +260,10 @@ class ClinicalProcess:
             k = _sample(gap_p, u[group, 2]) if f is None else np.searchsorted(gaps, f[0][group])
             gap[group] = gaps[k]
             logp_first[group] += np.log(gap_p[np.arange(len(group)), k])
-            code_p[group] = codes
+            row_groups.append(group)
+            code_p.append(codes)
+        # Every row that goes on, in group order: the rows are independent, so any order gives the same result.
+        go_rows = np.concatenate(row_groups)
         # 4. Time tokens: the interval class, or 1..6 tokens of 6 months.
         long_rows = np.flatnonzero(gap == LONG_GAP)
         if len(long_rows):
@@ -260,7 +275,6 @@ class ClinicalProcess:
             reps[gap >= 0] = np.where(gap[gap >= 0] == LONG_GAP, reps[gap >= 0], 1)
         else:
             reps[gap >= 0] = 1
-        go_rows = np.flatnonzero(go)
         has_time = gap[go_rows] >= 0
         first_nll = -logp_first
         # the first token is the interval token when there is one, else the code's first token
@@ -272,9 +286,10 @@ class ClinicalProcess:
             s.emit(rows[more], np.full(len(more), -np.log(LONG_CONTINUE)))
         stop_nll = np.where((gap == LONG_GAP) & (reps < MAX_LONG_REPEATS), -np.log(1 - LONG_CONTINUE), 0.0)
         # 5. The code, token by token (prefix masses), then the lab value bin.
-        cdf = np.cumsum(code_p[go_rows][:, self.path_order], axis=1)  # (g, C) in token-path order
+        cdf = self._path_cdf(code_p)  # (g, C + 1), row i is go_rows[i]
         if f is None:
-            code = self.path_order[np.minimum((cdf < u[go_rows, 4:5] * cdf[:, -1:]).sum(1), cdf.shape[1] - 1)]
+            below = (cdf[:, 1:] < u[go_rows, 4:5] * cdf[:, -1:]).sum(1)
+            code = self.path_order[np.minimum(below, len(self.path_order) - 1)]
         else:
             code = f[2][go_rows]
         node_nll = self._code_token_nll(cdf, code)  # (g, depth), NaN past the code's length
@@ -314,11 +329,21 @@ class ClinicalProcess:
         s.items[g_rows[opened]] = 0
         s.phase[g_rows] = new_phase
 
-    def _code_token_nll(self, path_cdf: np.ndarray, code: np.ndarray) -> np.ndarray:
+    def _path_cdf(self, code_p: list[np.ndarray]) -> np.ndarray:
+        """(g, C + 1) CDF in token-path order of the code distributions of groups of rows (each (r, C), g rows
+        in all, stacked): column k is the mass of the first k codes, so column 0 is 0."""
+        cdf = np.empty((sum(len(p) for p in code_p), len(self.path_order) + 1))
+        cdf[:, 0] = 0.0
+        first = 0
+        for p in code_p:
+            np.cumsum(np.take(p, self.path_order, axis=1), axis=1, out=cdf[first : first + len(p), 1:])
+            first += len(p)
+        return cdf
+
+    def _code_token_nll(self, cdf: np.ndarray, code: np.ndarray) -> np.ndarray:
         """-log p of each token of `code` given the tokens before it, from the prefix masses of the
-        code distribution's CDF in token-path order; (g, depth), NaN past each code's length."""
+        code distribution's CDF in token-path order (`_path_cdf`); (g, depth), NaN past each code's length."""
         g, depth = len(code), self.node_range.shape[1]
-        cdf = np.concatenate([np.zeros((g, 1)), path_cdf], axis=1)
         nll = np.full((g, depth), np.nan)
         previous = np.ones(g)
         rows = np.arange(g)
@@ -353,6 +378,13 @@ class _State:
         """Record one token for each of `rows` with its -log p."""
         self.token_nll[rows, self.n_tokens[rows]] = nll
         self.n_tokens[rows] += 1
+
+
+def _columns(ids: np.ndarray) -> slice | np.ndarray:
+    """Column ids as a slice when they are a contiguous range (much faster to index), else as they are."""
+    if len(ids) and np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
+        return slice(int(ids[0]), int(ids[0]) + len(ids))
+    return ids
 
 
 def _sample(p: np.ndarray, u: np.ndarray) -> np.ndarray:
