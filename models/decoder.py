@@ -30,8 +30,8 @@ INIT_STD = 0.02
 
 
 class LayerCache(NamedTuple):
-    k: jax.Array  # (B, S, n_kv_heads, head_dim)
-    v: jax.Array  # (B, S, n_kv_heads, head_dim)
+    k: jax.Array  # (B, n_kv_heads, S, head_dim)
+    v: jax.Array  # (B, n_kv_heads, S, head_dim)
 
 
 class KVCache(NamedTuple):
@@ -101,15 +101,36 @@ class Attention(nnx.Module):
             with jax.softmax_custom_jvp(True):
                 out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.attention_impl)
         else:
-            k_all = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, index, 0, 0))
-            v_all = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, index, 0, 0))
-            # positions here holds (query positions (B, T), key positions (B, S)).
-            query_pos, key_pos = positions
-            mask = (key_pos[:, None, None, :] >= 0) & (key_pos[:, None, None, :] <= query_pos[:, None, :, None])
-            out = jax.nn.dot_product_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask=mask)
+            # The cache is heads-major, (B, K, S, D): the scores and the weighted sum are then plain batched
+            # matmuls over (B, K); the sequence-major layout made XLA transpose the whole cache every step.
+            k_all = jax.lax.dynamic_update_slice(cache.k, k.transpose(0, 2, 1, 3).astype(cache.k.dtype),
+                                                 (0, 0, index, 0))
+            v_all = jax.lax.dynamic_update_slice(cache.v, v.transpose(0, 2, 1, 3).astype(cache.v.dtype),
+                                                 (0, 0, index, 0))
+            out = cached_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), *positions)
             cache = LayerCache(k_all, v_all)
         out = matmul(out.reshape(B, T, H * D), self.out[...].astype(self.dtype))  # (B, T, d_model)
         return out, cache
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_pos: jax.Array, key_pos: jax.Array) -> jax.Array:
+    """q (B, T, H, D) against a heads-major cache k, v (B, K, S, D) -> (B, T, H, D).
+
+    Query head h reads key/value head h // (H / K), as `jax.nn.dot_product_attention` does. A query
+    attends to the keys whose position is at least 0 and at most its own (query_pos (B, T), key_pos (B, S)).
+    """
+    B, T, H, D = q.shape
+    K = k.shape[1]
+    q = q.reshape(B, T, K, H // K, D).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, D)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(D)
+    keys = key_pos[:, None, None, None, :]  # (B, 1, 1, 1, S)
+    mask = (keys >= 0) & (keys <= query_pos[:, None, None, :, None])  # (B, 1, 1, T, S)
+    # A large finite number, not -inf: a padding query has no key at all, and NaN from its empty softmax
+    # would reach real queries through the next layer's keys (0 x NaN is NaN).
+    scores = jnp.where(mask, scores, -0.7 * jnp.finfo(jnp.float32).max)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (B, K, G, T, S)
+    out = jnp.einsum("bkgts,bksd->bkgtd", weights, v)  # (B, K, G, T, D)
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, D)
 
 
 class SwiGLU(nnx.Module):
@@ -172,7 +193,7 @@ class Decoder(nnx.Module):
         """An empty KV cache for `batch_size` sequences of up to `length` tokens (default max_seq_len)."""
         s = self.shape
         length = length or s.max_seq_len
-        zeros = jnp.zeros((batch_size, length, s.n_kv_heads, s.head_dim), dtype or self.dtype)
+        zeros = jnp.zeros((batch_size, s.n_kv_heads, length, s.head_dim), dtype or self.dtype)
         return KVCache(
             layers=tuple(LayerCache(zeros, zeros) for _ in range(s.n_layers)),
             positions=jnp.full((batch_size, length), -1, jnp.int32),
