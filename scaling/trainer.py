@@ -256,7 +256,8 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
         console.print(f"{run_dir}: already {done['status']}; nothing to do")
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", record)
+    if writes_run_files():
+        write_json_atomic(run_dir / "config.json", record)
     try:
         return _train(config, plan, store, run_dir, console, progress)
     except (InputError, KeyboardInterrupt):
@@ -264,8 +265,15 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
     except Exception as e:
         summary = _summary(plan, "failed", step=None, train_loss=None, val_loss=None,
                            message=f"{type(e).__name__}: {e}")
-        write_json_atomic(run_dir / "summary.json", summary)
+        if writes_run_files():
+            write_json_atomic(run_dir / "summary.json", summary)
         raise
+
+
+def writes_run_files() -> bool:
+    """Whether this process writes config.json, metrics.parquet and summary.json: in a multi-host run
+    (jax.distributed) every process trains and saves checkpoints with orbax, but only process 0 writes these."""
+    return jax.process_index() == 0
 
 
 def _summary(plan: RunPlan, status: str, step, train_loss, val_loss, message=None, **extra) -> dict:
@@ -345,7 +353,8 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run_dir: Path, c
                 if diverged_at:
                     break
                 # Rows first: a resumed run drops rows past its checkpoint, but cannot recreate missing ones.
-                write_metrics(run_dir / "metrics.parquet", rows)
+                if writes_run_files():
+                    write_metrics(run_dir / "metrics.parquet", rows)
                 # Save a copy: the live buffers are donated to the next chunk while the save runs.
                 snapshot = _copy_tree({"params": params, "opt_state": opt_state})
                 manager.save(chunk_end, args=ocp.args.StandardSave(snapshot))
@@ -365,7 +374,8 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run_dir: Path, c
     if not diverged_at and val_loss is None:  # resumed from the final checkpoint
         total, count = (float(x) for x in evaluate(params, eval_windows, eval_masks))
         val_loss = total / max(count, 1.0)
-    write_metrics(run_dir / "metrics.parquet", rows)
+    if writes_run_files():
+        write_metrics(run_dir / "metrics.parquet", rows)
     final_train = rows[-1]["train_loss"] if rows else None
     if diverged_at:
         message = (f"loss is {log.bad_loss} at step {diverged_at}; stopped. The last checkpoint "
@@ -378,7 +388,8 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run_dir: Path, c
         summary = _summary(plan, "finished", plan.total_steps, final_train, val_loss, diverged_at_step=None,
                            tokens_per_s=_mean_speed(rows, start), devices=plan.n_devices)
         console.print(f"finished: val loss {val_loss:.4f} after {plan.total_steps:,} steps -> {run_dir}")
-    write_json_atomic(run_dir / "summary.json", summary)
+    if writes_run_files():
+        write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 

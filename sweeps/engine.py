@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import shutil
@@ -135,22 +136,27 @@ def seed_from_parent(run_dir: Path, parent_dir: Path, parent_step: int) -> None:
 # -- the driver --------------------------------------------------------------------------------------------
 
 
-def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str, str] | None = None) -> bool:
+def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str, str] | None = None,
+                quiet: bool = False) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), else start an embedded local Ray on loopback.
 
     The embedded Ray is started with `env` in its environment, so the workers it starts ahead of the
     first task already have the run's thread settings; returns whether tasks still need them as a
-    runtime_env (a joined cluster's workers do not inherit this process's environment)."""
+    runtime_env (a joined cluster's workers do not inherit this process's environment). `quiet` drops
+    Ray's info lines ("Connecting to existing Ray cluster ...") from stderr."""
     import ray
+
+    level = {"logging_level": logging.WARNING} if quiet else {}
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, **level)
         return True
     saved = {name: os.environ.get(name) for name in env or {}}
     os.environ.update(env or {})
     try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+                 **level)
     finally:  # this process keeps its own settings (it may use JAX later)
         for name, value in saved.items():
             if value is None:

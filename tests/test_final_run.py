@@ -1,22 +1,68 @@
 """`scaling final`: the recommended model is trained, its predicted and actual losses written, and a
-re-run reuses the recommendation and the finished run."""
+re-run reuses the recommendation and the finished run; on a Ray cluster (one task, or two hosts joined by
+jax.distributed) it trains the same model to the same losses."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from train_builders import random_token_store
 
 from analysis.example_table import KnownLaw, synthetic_isoflop_table
+from scaling.errors import InputError
+from scaling.final import Cluster, check_fits, check_visible
+
+LAW = KnownLaw(E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.35)
+SMALL_BUDGET = "3e9"  # a one-layer model and 20 steps: seconds of training
+
+
+def known_law_sweep(root) -> tuple:
+    """A token store and the results table of an IsoFLOP sweep drawn from LAW (no training needed)."""
+    store = random_token_store(root / "tok")
+    runs, _ = synthetic_isoflop_table(LAW, np.array([1e9, 3e9, 1e10]), seed=1)
+    results = root / "results.csv"
+    runs.to_csv(results, index=False)
+    return store, results
+
+
+def final_command(results, store, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "scaling", "final", str(results), "--compute", SMALL_BUDGET, "--data", str(store),
+            "--out", str(out), "--bootstrap", "20", "--json", *extra]
+
+
+def run_final(command: list[str], env: dict) -> dict:
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def same_recommendation(source, out) -> None:
+    """Start `out` from `source`'s recommendation.json, so both runs train one config whatever the fit does."""
+    out.mkdir()
+    shutil.copy(source / "recommendation.json", out / "recommendation.json")
+
+
+def assert_same_record(got: dict, expected: dict) -> None:
+    """Equal keys and values; floats within 1e-6 (the XLA thread pools differ: the Ray task has one thread)."""
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
+
+
+def without_ray_address() -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("RAY_ADDRESS", None)
+    return env
 
 
 @pytest.mark.slow
 def test_final_run_trains_the_recommendation_and_reuses_it(tmp_path, run_cli):
-    store = random_token_store(tmp_path / "tok")
-    law = KnownLaw(E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.35)
-    runs, _ = synthetic_isoflop_table(law, np.array([1e9, 3e9, 1e10]), seed=1)
-    results = tmp_path / "results.csv"
-    runs.to_csv(results, index=False)
+    store, results = known_law_sweep(tmp_path)
     out = tmp_path / "final"
     code, stdout, err = run_cli("final", results, "--compute", "2e10", "--data", store, "--out", out,
                                 "--bootstrap", "20", "--json")
@@ -29,7 +75,7 @@ def test_final_run_trains_the_recommendation_and_reuses_it(tmp_path, run_cli):
     expected = fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"]
     assert prediction["predicted_loss"] == pytest.approx(expected)
     # the fit recovers the law the table was drawn from, so its prediction is the law's, within noise
-    assert prediction["predicted_loss_at_recommendation"] == pytest.approx(law.loss(rec["params"], rec["tokens"]),
+    assert prediction["predicted_loss_at_recommendation"] == pytest.approx(LAW.loss(rec["params"], rec["tokens"]),
                                                                            rel=0.02)
     assert summary["status"] == "finished" and prediction["actual_loss"] == summary["val_loss"]
     assert abs(summary["params"] - rec["params"]) / rec["params"] < 0.15  # the ladder hits the target
@@ -44,3 +90,118 @@ def test_final_refuses_a_table_it_cannot_read(tmp_path, run_cli):
     bad.write_text("params,tokens\n1,2\n")
     code, _, err = run_cli("final", bad, "--compute", "1e10", "--data", tmp_path, "--out", tmp_path / "f")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", [("--hosts", "2"), ("--gpus", "1"), ("--cpus", "4")])
+def test_cluster_options_need_an_address(tmp_path, run_cli, monkeypatch, option):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code, _, err = run_cli("final", tmp_path / "results.csv", "--compute", "1e10", "--out", tmp_path / "f", *option)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{option[0]} {option[1]}" in err and "--address" in err
+    assert not (tmp_path / "f").exists()
+
+
+def test_an_address_nothing_listens_on_is_refused_in_one_line(tmp_path, run_cli):
+    code, _, err = run_cli("final", tmp_path / "results.csv", "--compute", "1e10", "--address", "127.0.0.1:1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in err
+
+
+def test_cluster_that_cannot_hold_the_run_is_refused_in_one_line():
+    cpu_node = {"Alive": True, "Resources": {"CPU": 8.0}}
+    gpu_node = {"Alive": True, "Resources": {"CPU": 32.0, "GPU": 8.0}}
+    with pytest.raises(InputError, match=r"--gpus 1: the Ray cluster at h:6379 has no GPU"):
+        check_fits(Cluster("h:6379", gpus=1), {"CPU": 16.0}, [cpu_node, cpu_node])
+    with pytest.raises(InputError, match=r"--hosts 2 --gpus 8 --cpus 8: .* has 1 node\(s\)"):
+        check_fits(Cluster("h:6379", hosts=2, gpus=8, cpus=8), {"CPU": 40.0, "GPU": 8.0}, [cpu_node, gpu_node])
+    with pytest.raises(InputError, match=r"--cpus 16"):
+        check_fits(Cluster("h:6379", cpus=16), {"CPU": 8.0}, [cpu_node])
+    check_fits(Cluster("h:6379", hosts=2, cpus=8), {"CPU": 40.0, "GPU": 8.0}, [cpu_node, gpu_node])
+
+
+def test_a_node_that_does_not_see_the_run_directory_says_so(tmp_path):
+    with pytest.raises(InputError, match=r"--out .*nowhere: Ray node .* does not see the run directory") as e:
+        check_visible(tmp_path / "nowhere", str(tmp_path))
+    assert "\n" not in str(e.value)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recommendation.json").write_text("{}")
+    with pytest.raises(InputError, match=r"data = .*tok: Ray node .* does not see the token store"):
+        check_visible(tmp_path / "run", str(tmp_path / "tok"))
+
+
+# -- on a real Ray cluster: two nodes on loopback (tests/conftest.py; ~15 s to start, shared by the module) ------
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_final_on_a_ray_cluster_matches_the_in_process_run(tmp_path, loopback_cluster):
+    address, cluster_env = loopback_cluster
+    store, results = known_law_sweep(tmp_path)
+    here = run_final(final_command(results, store, tmp_path / "here"), without_ray_address())
+    same_recommendation(tmp_path / "here", tmp_path / "ray")
+    on_ray = run_final(final_command(results, store, tmp_path / "ray", "--address", address), cluster_env)
+    assert on_ray["status"] == "finished"
+    assert json.loads((tmp_path / "ray" / "prediction.json").read_text()) == on_ray
+    assert_same_record(on_ray, here)
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("here", "ray"))
+    assert_same_record({**b, "tokens_per_s": None}, {**a, "tokens_per_s": None})
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_final_on_two_hosts_matches_two_devices_in_one_process(tmp_path, loopback_cluster):
+    address, cluster_env = loopback_cluster
+    store, results = known_law_sweep(tmp_path)
+    two_devices = {**without_ray_address(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    here = run_final(final_command(results, store, tmp_path / "here"), two_devices)
+    same_recommendation(tmp_path / "here", tmp_path / "hosts")
+    hosts = run_final(final_command(results, store, tmp_path / "hosts", "--address", address, "--hosts", "2"),
+                      cluster_env)
+    summary = json.loads((tmp_path / "hosts" / "summary.json").read_text())
+    assert summary["devices"] == 2  # one CPU device in each of the two processes
+    assert hosts["status"] == "finished"
+    assert hosts["actual_loss"] == pytest.approx(here["actual_loss"], rel=1e-5)
+    a = pd.read_parquet(tmp_path / "here" / "metrics.parquet")
+    b = pd.read_parquet(tmp_path / "hosts" / "metrics.parquet")
+    assert list(b["step"]) == list(a["step"])
+    np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(b["val_loss"].dropna(), a["val_loss"].dropna(), rtol=1e-5)
+    assert (tmp_path / "hosts" / "checkpoints" / str(summary["steps"])).is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_final_asks_for_what_the_cluster_does_not_have(tmp_path, loopback_cluster):
+    address, cluster_env = loopback_cluster
+    for extra, expected in ((("--gpus", "1"), f"--gpus 1: the Ray cluster at {address} has no GPU"),
+                            (("--hosts", "3"), f"--hosts 3 --gpus 0 --cpus 1: the Ray cluster at {address}")):
+        command = final_command(tmp_path / "results.csv", tmp_path, tmp_path / "f", "--address", address, *extra)
+        result = subprocess.run(command, env=cluster_env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert expected in result.stderr
+
+
+# The driver never wrote recommendation.json into `unshared`, as if it were on a disk only the driver has.
+UNSHARED_RUN = """
+import sys
+from pathlib import Path
+from scaling.errors import InputError
+from scaling.final import Cluster, connected, train_on_cluster
+cluster = Cluster(sys.argv[1])
+try:
+    with connected(cluster):
+        train_on_cluster({"data": sys.argv[2]}, Path(sys.argv[3]), cluster, log=lambda m: None)
+except InputError as e:
+    sys.exit(f"error: {e}")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_run_directory_the_workers_do_not_see_fails_in_one_line(tmp_path, loopback_cluster):
+    address, cluster_env = loopback_cluster
+    store = random_token_store(tmp_path / "tok")
+    result = subprocess.run([sys.executable, "-c", UNSHARED_RUN, address, str(store), str(tmp_path / "unshared")],
+                            env=cluster_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "does not see the run directory" in result.stderr

@@ -3,13 +3,9 @@ on loopback, and wsd cooldown branches. Every test starts (and stops) its own Ra
 
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +17,6 @@ from sweeps.run_store import SweepDir, read_attempts
 from sweeps.status import sweep_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-RAY = str(Path(sys.executable).with_name("ray"))
 REPO = Path(__file__).resolve().parents[1]
 DESIGN_COLUMNS = ["run_id", "params", "params_nonembed", "tokens", "loss", "flops", "flops_detailed", "budget",
                   "status"]
@@ -209,63 +204,6 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, store):
     pids = started_pids(sweep.run_dir(victim["run_id"]))
     assert len(pids) == 2 and pids[0] == victim["pid"] and pids[1] != victim["pid"]
     assert sweep.run_state(victim["run_id"]).status == "finished"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def loopback_cluster():
-    """A two-node Ray cluster on this machine (head + one worker node, one CPU each), on 127.0.0.1,
-    with token auth; torn down by killing the process groups of the two `ray start` calls and any
-    process that carries this cluster's token."""
-    token = secrets.token_hex(32)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    env.pop("RAY_ADDRESS", None)
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    starts = []
-    try:
-        for args in (["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}"],
-                     [f"--address=127.0.0.1:{port}"]):
-            start = subprocess.Popen([RAY, "start", *args, *common], env=env, start_new_session=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            starts.append(start)
-            output, _ = start.communicate(timeout=180)
-            assert start.returncode == 0, output[-2000:]
-        yield f"127.0.0.1:{port}", env
-    finally:
-        for start in starts:
-            try:
-                os.killpg(start.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 30
-        while (left := processes_with_token(token)) and time.time() < deadline:
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.5)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def processes_with_token(token: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if f"RAY_AUTH_TOKEN={token}".encode() in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-        except (OSError, PermissionError):
-            continue
-    return found
 
 
 def test_sweep_on_a_multi_node_cluster_joined_by_address(tmp_path, store, loopback_cluster):

@@ -18,24 +18,40 @@ def final(
     data: str = typer.Option(None, help="Token store to train on (default: the sweep's)."),
     bootstrap: int = typer.Option(200, help="Bootstrap resamples for the predicted loss's interval."),
     approach: str = typer.Option("approach3", help="approach1 | approach2 | approach3."),
+    address: str = typer.Option(None, envvar="RAY_ADDRESS",
+                                help="Ray cluster to train on, as Ray task(s) (default: in this process)."),
+    hosts: int = typer.Option(1, help="With --address: nodes to train on together (jax.distributed), one task each."),
+    gpus: int = typer.Option(None, help="With --address: GPUs per host (default 0; 1 or 8 on a GPU cluster)."),
+    cpus: int = typer.Option(None, help="With --address: CPUs per host, also its XLA thread pool (default 1)."),
     json_output: bool = typer.Option(False, "--json", help="Print prediction.json on stdout."),
 ) -> None:
     """Train the model `scaling recommend` picks at budget C and compare predicted with actual loss.
 
     Training settings come from the sweep that made RESULTS; re-running resumes the run.
 
+    Without --address it trains in this process on all local devices.
+
+    With --address (or RAY_ADDRESS) it trains as a Ray task on that cluster, one per node with --hosts.
+
+    The run directory and token store must then be on a filesystem every node sees at the same path.
+
     Examples:
 
       scaling final runs/sweeps/quickstart/results.parquet --compute 4e12
 
       scaling final results.csv --compute 1e18 --data runs/tokens --out runs/final --json
-    """
-    from scaling.final import final_run
 
+      scaling final /shared/sweep/results.parquet --compute 1e19 --address HEAD:6379 --gpus 8 --cpus 32
+
+      scaling final /shared/sweep/results.parquet --compute 1e20 --address HEAD:6379 --hosts 4 --gpus 8 --cpus 32
+    """
+    from scaling.final import cluster_for, final_run
+
+    cluster = cluster_for(address, hosts, gpus, cpus)
     out = out or Path(results).parent / f"final-{compute:.3g}"
     console = stderr_console()
     prediction = final_run(results, compute, out, data=data, bootstrap=bootstrap, approach=approach,
-                           log=lambda m: console.print(m, highlight=False))
+                           log=lambda m: console.print(m, highlight=False), cluster=cluster)
     if json_output:
         print_json(prediction)
     else:
