@@ -23,7 +23,7 @@ FINAL_MULTIPLE = 3.0  # the final run's budget, in multiples of the sweep's larg
 BOOTSTRAP = 200
 # Downstream evaluation: held-out patients per prediction rule, futures per patient, baseline train set.
 EVAL_PATIENTS = 300
-EVAL_SAMPLES = 8
+EVAL_SAMPLES = 32  # rare outcomes need many futures: at K = 8 most patients' estimates are 0
 EVAL_TRAIN_PATIENTS = 10_000
 
 
@@ -102,8 +102,8 @@ def evaluate_demo_runs(cohort: Path, runs: list[Path], out: Path, log=print) -> 
     from scaling.evaluate import Evaluation, EvaluationSettings, write_evaluation
     from scaling.tasks import load_tasks
 
-    settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, train_patients=EVAL_TRAIN_PATIENTS,
-                                  bootstrap=BOOTSTRAP)
+    settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, oracle_samples=EVAL_SAMPLES,
+                                  train_patients=EVAL_TRAIN_PATIENTS, bootstrap=BOOTSTRAP)
     evaluation = Evaluation(cohort, load_tasks("synth"), settings, log=log)
     reports = []
     for run in runs:

@@ -63,9 +63,10 @@ def final(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),
     patients: int = typer.Option(None, help="Cohort size (default: the demo preset)."),
+    grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: sweeps/quickstart.toml)."),
 ) -> None:
     """The main job end to end: cohort, tokens, quickstart sweep on local Ray, fits, recommendation, final
-    run, report (runs/demo/report.md). Re-running reuses everything finished.
+    run, downstream evaluation, report (runs/demo/report.md). Re-running reuses everything finished.
 
     Examples:
 
@@ -76,4 +77,4 @@ def demo(
     from scaling.demo import DEMO_PATIENTS, run_demo
 
     console = stderr_console()
-    run_demo(out, patients or DEMO_PATIENTS, log=lambda m: console.print(m, highlight=False))
+    run_demo(out, patients or DEMO_PATIENTS, grid=grid, log=lambda m: console.print(m, highlight=False))
