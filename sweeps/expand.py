@@ -15,7 +15,9 @@
   of (seed, step) and the warmup is fixed, so a branch trains exactly as a standalone wsd run would.
 
 D is rounded to whole optimizer steps of batch_size x seq_len tokens; the runs' tokens, C and tokens per
-parameter are those of the rounded step count.
+parameter are those of the rounded step count. With `seeds = [...]` every run above is planned once per
+seed (parameter init and data order differ; everything else is the same run), so the fits see the
+run-to-run noise.
 """
 
 from __future__ import annotations
@@ -107,17 +109,15 @@ def expand_grid(grid: Grid) -> Expansion:
     """Every run of the grid, validated (see the module docstring)."""
     vocab_size, store = grid_vocab_size(grid)
     identity = data_identity(grid.data)
-    builder = _Builder(grid, vocab_size, identity)
-    kind = grid.axes.kind
-    if kind == "isoflop":
-        runs = _isoflop(grid, builder)
-    elif kind == "params_x_tokens":
-        runs = _params_x_tokens(grid, builder)
-    else:
-        runs = _wsd_branches(grid, builder)
+    expand_kind = {"isoflop": _isoflop, "params_x_tokens": _params_x_tokens, "wsd_branches": _wsd_branches}
+    runs, warnings = [], []
+    for seed in grid.replicate_seeds:
+        builder = _Builder(grid, vocab_size, identity, seed)
+        runs += expand_kind[grid.axes.kind](grid, builder)
+        warnings += builder.warnings
     _check_duplicates(grid, runs)
     train_tokens = store.split("train").n_tokens if store is not None and "train" in store.split_names else None
-    warnings = list(builder.warnings)
+    warnings = list(dict.fromkeys(warnings))  # each seed's expansion warns alike
     if train_tokens:
         most = max(run.tokens for run in runs)
         if most > train_tokens:
@@ -129,8 +129,8 @@ def expand_grid(grid: Grid) -> Expansion:
 class _Builder:
     """Turns (size, steps, schedule) into a PlannedRun with a validated run config."""
 
-    def __init__(self, grid: Grid, vocab_size: int, identity: str):
-        self.grid, self.vocab_size, self.identity = grid, vocab_size, identity
+    def __init__(self, grid: Grid, vocab_size: int, identity: str, seed: int):
+        self.grid, self.vocab_size, self.identity, self.seed = grid, vocab_size, identity, seed
         self.max_seq_len = grid.model.get("max_seq_len") or grid.seq_len
         self.warnings: list[str] = []
 
@@ -162,7 +162,7 @@ class _Builder:
         model = {k: getattr(shape, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}
         model.update(grid.model)
         train = {**grid.train, **(train_extra or {}), "steps": int(steps)}
-        config = {"data": grid.data, "seed": grid.seed, "model": model, "train": train}
+        config = {"data": grid.data, "seed": self.seed, "model": model, "train": train}
         try:
             parse_run_config(config, source=grid.source)
         except InputError as e:

@@ -2,7 +2,7 @@
 
     name = "quickstart"
     data = "runs/demo/tokens"          # token store (relative: to the current directory, else to this file)
-    seed = 0
+    seed = 0                           # or: seeds = [0, 1, 2]  (every run replicated with each seed)
     [grid]
     kind = "isoflop"                   # isoflop | params_x_tokens | wsd_branches
     budgets = [1e11, 3e11, 1e12]       # isoflop: FLOPs per run (C = 6ND, or flops = "detailed")
@@ -73,11 +73,17 @@ class Grid:
     data: str  # token store directory (absolute once loaded)
     axes: GridAxes
     seed: int = 0
+    seeds: tuple[int, ...] = ()  # replicate seeds (init and data order); empty: every run uses `seed` only
     model: dict = field(default_factory=dict)  # [model]: vocab_size, max_seq_len, tied_embeddings
     train: dict = field(default_factory=dict)  # [train] shared by every run (validated per run)
     resources: Resources = field(default_factory=Resources)
     description: str = ""
     source: str = "grid"  # the file it came from, for messages
+
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """The seeds every run of the grid is trained with."""
+        return self.seeds or (self.seed,)
 
     @property
     def seq_len(self) -> int:
@@ -104,7 +110,7 @@ def load_grid(path: str | Path, data: str | Path | None = None) -> Grid:
 
 def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     """Validate a grid given as a dict (the TOML tables)."""
-    top = {"name", "data", "seed", "description", "grid", "model", "train", "resources"}
+    top = {"name", "data", "seed", "seeds", "description", "grid", "model", "train", "resources"}
     _no_unknown(source, "", raw, top)
     for key in ("name", "data", "grid"):
         if key not in raw:
@@ -117,12 +123,28 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     _no_unknown(source, "model.", model, set(MODEL_KEYS))
     train = _train(source, _table(source, "train", raw.get("train", {})), axes.kind)
     resources = _resources(source, _table(source, "resources", raw.get("resources", {})))
+    seed, seeds = _seeds(source, raw)
     return Grid(
         name=name, data=_typed(source, "data", raw["data"], str), axes=axes,
-        seed=_typed(source, "seed", raw.get("seed", 0), int), model=dict(model), train=train,
+        seed=seed, seeds=seeds, model=dict(model), train=train,
         resources=resources, description=_typed(source, "description", raw.get("description", ""), str),
         source=source,
     )
+
+
+def _seeds(source: str, raw: dict) -> tuple[int, tuple[int, ...]]:
+    """(seed, seeds): `seed = 0` (one run per grid point) or `seeds = [0, 1, 2]` (replicates), not both."""
+    if "seeds" not in raw:
+        return _typed(source, "seed", raw.get("seed", 0), int), ()
+    if "seed" in raw:
+        raise InputError(f"{source}: give seed (one run per grid point) or seeds (replicates), not both")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                            for x in seeds):
+        raise InputError(f"{source}: seeds = {seeds!r} must be a non-empty list of integers")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"{source}: seeds = {seeds} lists a seed twice; every value must be distinct")
+    return seeds[0], tuple(seeds)
 
 
 def _axes(source: str, table: dict) -> GridAxes:

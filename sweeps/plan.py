@@ -91,7 +91,7 @@ def make_plan(expansion: Expansion, profile: HardwareProfile, parallel: int | No
     for run in expansion.runs:
         seconds = estimate_seconds(run, profile, devices)
         runs.append({
-            "run_id": run.run_id, "role": run.role, "budget": run.budget, "size": run.size,
+            "run_id": run.run_id, "role": run.role, "seed": run.config["seed"], "budget": run.budget, "size": run.size,
             **{k: getattr(run.shape, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
                                                    "vocab_size")},
             "params": run.params, "params_nonembed": run.params_nonembed, "tokens": run.tokens,
@@ -138,12 +138,13 @@ def plan_table(plan: dict):
 
     table = Table(title=f"{plan['name']}: {plan['kind']} grid, {plan['n_runs']} runs "
                         f"(vocab {plan['vocab_size']:,}, {plan['tokens_per_step']:,} tokens/step)")
-    for column in ("run id", "role", "budget C", "d_model", "layers", "N", "N non-emb", "D", "C",
+    for column in ("run id", "role", "seed", "budget C", "d_model", "layers", "N", "N non-emb", "D", "C",
                    "D/N", "steps", "est. time"):
         table.add_column(column, justify="left" if column in ("run id", "role") else "right")
     for r in plan["runs"]:
         table.add_row(
-            r["run_id"], r["role"], "-" if r["budget"] is None else f"{r['budget']:.3g}", str(r["d_model"]),
+            r["run_id"], r["role"], str(r["seed"]), "-" if r["budget"] is None else f"{r['budget']:.3g}",
+            str(r["d_model"]),
             str(r["n_layers"]), f"{r['params']:,}", f"{r['params_nonembed']:,}", f"{r['tokens']:,}",
             f"{r['flops']:.3g}", f"{r['tokens_per_param']:.1f}", f"{r['steps']:,}",
             format_seconds(r["est_seconds"]),

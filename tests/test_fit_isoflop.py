@@ -52,6 +52,16 @@ def test_one_bad_run_in_a_budget_is_ignored():
     assert -coefficients[1] / (2 * coefficients[0]) == pytest.approx(12.3, abs=0.05)
 
 
+def test_a_bad_seed_replicate_is_dropped_but_not_its_twin():
+    x = np.repeat(np.linspace(10, 14, 5), 2)  # every size trained with two seeds
+    y = 0.3 * (x - 12.3) ** 2 + 2.0 + np.random.default_rng(1).normal(0, 0.002, 10)
+    y[4] *= 1.10  # one seed of the middle size went wrong
+    coefficients, dropped = fit_parabola_robust(x, y)
+    assert dropped == 4
+    twin_kept = np.polyfit(np.delete(x, 4), np.delete(y, 4), 2)  # the fit without that one run
+    np.testing.assert_allclose(coefficients, twin_kept, rtol=1e-6)
+
+
 def test_warns_when_a_minimum_lies_outside_the_sampled_sizes():
     rows = []
     for budget in (1e15, 1e16, 1e17):

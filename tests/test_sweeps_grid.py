@@ -45,6 +45,19 @@ def test_isoflop_expansion_matches_an_independent_count(tmp_path, store):
         assert run.flops_detailed > 0 and run.tokens_per_param == pytest.approx(run.tokens / n)
 
 
+def test_seed_replicates_are_the_same_runs_but_for_the_seed(tmp_path, store):
+    single = expand_grid(load_grid(write_grid(tmp_path / "a.toml", store)))
+    replicated = expand_grid(load_grid(write_grid(tmp_path / "b.toml", store, **{"seed = 1": "seeds = [1, 7]"})))
+    assert len(replicated.runs) == 2 * len(single.runs)
+    assert len({r.run_id for r in replicated.runs}) == len(replicated.runs)
+    by_seed = {seed: [r for r in replicated.runs if r.config["seed"] == seed] for seed in (1, 7)}
+    # seed 1's runs are exactly the single-seed grid's (same ids: finished runs are reused)
+    assert [r.run_id for r in by_seed[1]] == [r.run_id for r in single.runs]
+    for a, b in zip(by_seed[1], by_seed[7]):
+        assert (a.budget, a.shape, a.steps, a.tokens) == (b.budget, b.shape, b.steps, b.tokens)
+        assert {**a.config, "seed": 0} == {**b.config, "seed": 0}
+
+
 def test_run_ids_are_deterministic_and_follow_the_store_not_its_path(tmp_path, store):
     first = expand_grid(load_grid(write_grid(tmp_path / "a.toml", store)))
     again = expand_grid(load_grid(write_grid(tmp_path / "b.toml", store)))
@@ -100,6 +113,10 @@ def test_params_x_tokens_and_wsd_branches(tmp_path, store):
     ({"cpus_per_run = 1": "cpus_per_run = 0"}, "resources.cpus_per_run = 0 must be positive"),
     ({"widths = [16, 24]": "widths = [16, 24, 16]"}, "grid.widths lists 16 twice"),
     ({"widths = [16, 24]": "widths = [16]\nsizes = [3000]"}, "give grid.sizes or grid.widths, not both"),
+    ({"seed = 1": "seeds = [1, 2]\nseed = 1"}, "give seed (one run per grid point) or seeds (replicates), not both"),
+    ({"seed = 1": "seeds = [1, 2, 1]"}, "seeds = [1, 2, 1] lists a seed twice"),
+    ({"seed = 1": "seeds = []"}, "seeds = [] must be a non-empty list of integers"),
+    ({"seed = 1": "seeds = [1.5]"}, "seeds = [1.5] must be a non-empty list of integers"),
 ])
 def test_grid_errors_name_the_field(tmp_path, store, change, message):
     assert message in grid_error(tmp_path, store, **change)
