@@ -128,7 +128,8 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
     lines = [
         "# Demo report: a scaling study on the synthetic cohort",
         "",
-        f"Grid `{grid_path.name}`: {len(results)} finished runs, budgets "
+        f"Grid `{grid_path.name}`: {len(results)} finished runs ({results['seed'].nunique()} seed(s) of each "
+        "grid point), budgets "
         f"{', '.join(f'{b:.3g}' for b in sorted(results['budget'].unique())) if 'budget' in results else '?'} FLOPs, "
         f"{results['params'].min():,.0f} to {results['params'].max():,.0f} parameters (N counts all parameters, "
         "embeddings included; C = 6 N D).",
