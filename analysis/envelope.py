@@ -82,7 +82,9 @@ def fit_training_curve_envelope(table: ResultsTable, n_levels: int = N_COMPUTE_L
     point_compute = curves["tokens"].to_numpy(float) * flops_per_token_of_point
     levels = np.geomspace(point_compute.min(), point_compute.max(), n_levels)
     losses, params, flops_per_token = loss_on_compute_grid(table, levels)
-    covered = np.sum(~np.isnan(losses), axis=0) >= MIN_RUNS_PER_LEVEL
+    # distinct sizes reaching each level: two seeds of one size leave no choice to make
+    sizes_at_level = [len(np.unique(params[~np.isnan(losses[:, j])])) for j in range(losses.shape[1])]
+    covered = np.array(sizes_at_level) >= MIN_RUNS_PER_LEVEL
     if covered.sum() < 2:
         raise NotEnoughData("approach1: the curves do not overlap in compute; no envelope to take")
     levels, losses = levels[covered], losses[:, covered]

@@ -82,7 +82,8 @@ def fit_parabola_robust(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int |
             ratio = abs(design[i] @ c - y[i]) / max(residual_scale * np.sqrt(1.0 + leverage), floor)
             if ratio > worst_ratio:
                 worst, worst_ratio = i, ratio
-    keep = np.arange(len(x)) != (-1 if worst is None else worst)  # the outlier only, not its seed replicates
+    # The outlier and its bootstrap copies go; a seed replicate of the same size (another loss) stays.
+    keep = np.ones(len(x), bool) if worst is None else ~((x == x[worst]) & (y == y[worst]))
     c2, c1, c0 = np.linalg.lstsq(design[keep], y[keep], rcond=None)[0]
     # back from u = x - centre to x
     return np.array([c2, c1 - 2 * c2 * centre, c2 * centre**2 - c1 * centre + c0]), worst

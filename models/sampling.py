@@ -67,7 +67,8 @@ def sample_categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
     Inverse-CDF sampling takes one uniform number per row; `jax.random.categorical` takes one per row
     and token (Gumbel noise), which on CPU costs more than the whole forward step of a small model.
     """
-    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)  # (B, vocab), non-decreasing
+    # (B, vocab); cummax keeps it non-decreasing where a parallel cumsum rounds down by an ulp
+    cdf = jax.lax.cummax(jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1), axis=1)
     u = (1.0 - jax.random.uniform(key, (logits.shape[0], 1))) * cdf[:, -1:]  # (B, 1) in (0, total]
     # The first token whose cdf reaches u; a zero-probability token adds an empty interval and is never drawn.
     return jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)

@@ -183,8 +183,9 @@ def connected(cluster: Cluster):
 def check_reachable(address: str) -> None:
     """Fail in one line where ray.init would retry an address nothing listens on for many minutes."""
     host, _, port = address.rpartition(":")
-    if not port.isdigit():  # "auto", "ray://...": Ray's own lookup
+    if "://" in address or not port.isdigit():  # "auto", "ray://...": Ray's own lookup
         return
+    host = host.strip("[]")  # [::1]:6379
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as e:

@@ -36,8 +36,8 @@ from scaling.vocab import TIME_INTERVALS, Vocabulary
 
 # Prompt widths are rounded up to a multiple of this, so that the jitted sampler compiles a few times.
 WIDTH_BUCKET = 64
-# Keep the prefill's widest float32 activations, (rows, width, max(vocab, 2 d_ff)), under about this
-# many bytes per call.
+# Keep the prefill's largest float32 tensors, the MLP's (rows, width, 2 d_ff) and the attention scores
+# (rows, heads, width, width + new tokens), under about this many bytes per call.
 PREFILL_BYTES = 256 * 2**20
 
 
@@ -86,7 +86,8 @@ def cut_prompt(prompt: np.ndarray, limit: int, vocab: Vocabulary) -> np.ndarray:
     the patient is) and as many of its last events as fit (the tail starts where an event starts)."""
     if len(prompt) <= limit:
         return prompt
-    kinds = [vocab.kinds[t] for t in prompt.tolist()]
+    # A model may have more output ids than the store's vocabulary (model.vocab_size): those are unknown.
+    kinds = [vocab.kinds[t] if t < vocab.size else "unknown" for t in prompt.tolist()]
     head = kinds.index("age") + 1 if "age" in kinds[:16] else 0
     head = head if head <= limit // 2 else 0
     start = len(prompt) - (limit - head)
@@ -127,14 +128,18 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     Returns the decoded futures (row i * K + k is sample k of prompt i) and the sampled tokens
     (rows, max_new_tokens), padding after each row's end.
 
-    A model never sees more tokens than its context (positions past the trained ones are guesses), so
-    futures are sampled in rounds of at most a quarter of the context: each round prompts the model
-    with `cut_prompt` of the history and what the row has sampled so far, at most `max_prompt_tokens`
-    (default and cap: the context minus one round), and rows that stopped drop out. A model whose
-    context holds the prompt and the whole budget samples in one round.
+    A model never sees more tokens than its context (positions past the trained ones are guesses). When
+    the longest prompt and the whole budget fit in it, futures are sampled in one round. Otherwise they
+    are sampled in rounds of at most a quarter of the context: each round prompts the model with
+    `cut_prompt` of the history and what the row has sampled so far, at most `max_prompt_tokens`
+    (default and cap: the context minus one round), and rows that stopped drop out.
     """
     context = model.shape.max_seq_len
-    round_tokens = min(settings.max_new_tokens, max(1, context // 4))
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + settings.max_new_tokens <= context and (max_prompt_tokens is None or longest <= max_prompt_tokens):
+        round_tokens = settings.max_new_tokens
+    else:
+        round_tokens = min(settings.max_new_tokens, max(1, context // 4))
     limit = min(max_prompt_tokens or context, context - round_tokens)
     K = settings.samples
     rows = [p for p in prompts for _ in range(K)]
@@ -179,7 +184,8 @@ def _sample_round(model: Decoder, prompts: list[np.ndarray], key: jax.Array, set
     order = np.argsort([len(p) for p in prompts], kind="stable")
     out = np.empty((len(prompts), settings.max_new_tokens), np.int32)
     widest = _bucket(len(prompts[order[-1]]))
-    row_bytes = widest * max(model.shape.vocab_size, 2 * model.shape.d_ff) * 4
+    shape = model.shape
+    row_bytes = 4 * widest * max(2 * shape.d_ff, shape.n_heads * (widest + settings.max_new_tokens))
     n = max(1, min(settings.max_rows, PREFILL_BYTES // row_bytes))
     for start in range(0, len(prompts), n):
         chunk = order[start : start + n]

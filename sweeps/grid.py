@@ -135,13 +135,18 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
 def _seeds(source: str, raw: dict) -> tuple[int, tuple[int, ...]]:
     """(seed, seeds): `seed = 0` (one run per grid point) or `seeds = [0, 1, 2]` (replicates), not both."""
     if "seeds" not in raw:
-        return _typed(source, "seed", raw.get("seed", 0), int), ()
+        seed = _typed(source, "seed", raw.get("seed", 0), int)
+        if seed < 0:
+            raise InputError(f"{source}: seed = {seed} is negative; seeds are 0 or more")
+        return seed, ()
     if "seed" in raw:
         raise InputError(f"{source}: give seed (one run per grid point) or seeds (replicates), not both")
     seeds = raw["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
                                                             for x in seeds):
         raise InputError(f"{source}: seeds = {seeds!r} must be a non-empty list of integers")
+    if min(seeds) < 0:
+        raise InputError(f"{source}: seeds = {seeds} holds a negative seed; seeds are 0 or more")
     if len(set(seeds)) != len(seeds):
         raise InputError(f"{source}: seeds = {seeds} lists a seed twice; every value must be distinct")
     return seeds[0], tuple(seeds)

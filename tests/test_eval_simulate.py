@@ -106,3 +106,31 @@ def test_futures_longer_than_the_context_are_sampled_in_rounds_that_fit_it(hand,
     for width, new in calls:
         assert width + new <= context
     assert tokens.shape == (2 * len(prompts), 5 * context)
+
+
+def test_a_future_that_fits_the_context_is_sampled_in_one_round(hand, monkeypatch):
+    import scaling.simulate as simulate
+
+    cohort, vocab = hand
+    prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)
+    model = Decoder(family_shape(16, vocab.size, 64, n_layers=1), rngs=nnx.Rngs(0))
+    budgets = []
+    real = simulate.generate
+
+    def spy(model, batch, key, sampling, **kwargs):
+        budgets.append(sampling.max_new_tokens)
+        return real(model, batch, key, sampling, **kwargs)
+
+    monkeypatch.setattr(simulate, "generate", spy)
+    budget = 64 - max(len(p) for p in prompts)  # the longest prompt and the budget fill the context exactly
+    simulate_futures(model, vocab, prompts, np.inf, SimulationSettings(samples=2, max_new_tokens=budget))
+    assert set(budgets) == {budget}
+
+
+def test_prompt_cutting_takes_ids_past_the_vocabulary_as_unknown(hand):
+    _, vocab = hand
+    tokens = ["GENDER//F", "AGE//50-54", "VISIT//OUTPATIENT", "TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT"]
+    prompt = np.array([vocab.id(t) for t in tokens] + [vocab.size + 3, vocab.id("VISIT//OUTPATIENT")])
+    cut = cut_prompt(prompt, 4, vocab)  # a model with more output ids than the store's vocabulary sampled one
+    assert cut.tolist() == [vocab.id("GENDER//F"), vocab.id("AGE//50-54"), vocab.size + 3,
+                            vocab.id("VISIT//OUTPATIENT")]

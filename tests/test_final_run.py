@@ -107,6 +107,15 @@ def test_an_address_nothing_listens_on_is_refused_in_one_line(tmp_path, run_cli)
     assert "--address 127.0.0.1:1: no Ray cluster answers there" in err
 
 
+def test_reachability_check_leaves_client_urls_to_ray_and_reads_ipv6():
+    from scaling.final import check_reachable
+
+    check_reachable("ray://10.0.0.1:10001")  # Ray Client URL: not a host:port to probe
+    check_reachable("auto")
+    with pytest.raises(InputError, match=r"--address \[::1\]:1: no Ray cluster answers there"):
+        check_reachable("[::1]:1")
+
+
 def test_cluster_that_cannot_hold_the_run_is_refused_in_one_line():
     cpu_node = {"Alive": True, "Resources": {"CPU": 8.0}}
     gpu_node = {"Alive": True, "Resources": {"CPU": 32.0, "GPU": 8.0}}

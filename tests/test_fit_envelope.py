@@ -34,6 +34,27 @@ def test_envelope_takes_the_lowest_loss_run_at_each_compute_level():
     np.testing.assert_allclose(fit.loss, expected, rtol=1e-9)
 
 
+def test_a_level_reached_only_by_seed_replicates_of_one_size_is_not_on_the_envelope():
+    # the small model (two seeds) runs to 1e15 FLOPs; the large one only from 1e13 to 1e15: below 1e13
+    # only the small size's two seeds are there, and one size leaves no choice to make
+    runs, curves = [], []
+    for name, params, start in [("small-0", 1e6, 1e12), ("small-1", 1e6, 1e12), ("large", 1e7, 1e13)]:
+        compute = np.array([start, 1e15])
+        tokens = compute / (6 * params)
+        x = np.log10(compute / 1e12)
+        loss = 2.8 - 0.1 * x if name == "large" else 3.0 - 0.1 * x - (0.05 if name == "small-1" else 0.0)
+        runs.append((name, params, tokens[-1], loss[-1]))
+        curves += [(name, t, v) for t, v in zip(tokens, loss, strict=True)]
+    table = results_from_frame(
+        pd.DataFrame(runs, columns=["run_id", "params", "tokens", "loss"]),
+        curves=pd.DataFrame(curves, columns=["run_id", "tokens", "loss"]),
+    )
+    # where both sizes are, the large one wins everywhere: one size on the envelope, no trend to fit
+    with pytest.raises(NotEnoughData, match="a single model size is best"):
+        fit_training_curve_envelope(table, n_levels=301)
+    assert table.curves["run_id"].nunique() == 3
+
+
 @pytest.mark.parametrize("law,budgets", [(EXAMPLE_LAW, EXAMPLE_BUDGETS), (CHINCHILLA_LAW, np.geomspace(1e18, 1e21, 7))])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_recovers_a_known_law_from_noisy_synthetic_curves(law, budgets, seed):

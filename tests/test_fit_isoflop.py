@@ -60,6 +60,10 @@ def test_a_bad_seed_replicate_is_dropped_but_not_its_twin():
     assert dropped == 4
     twin_kept = np.polyfit(np.delete(x, 4), np.delete(y, 4), 2)  # the fit without that one run
     np.testing.assert_allclose(coefficients, twin_kept, rtol=1e-6)
+    # a bootstrap resample that drew the bad run twice drops both copies
+    x2, y2 = np.append(x, x[4]), np.append(y, y[4])
+    coefficients, dropped = fit_parabola_robust(x2, y2)
+    np.testing.assert_allclose(coefficients, twin_kept, rtol=1e-6)
 
 
 def test_warns_when_a_minimum_lies_outside_the_sampled_sizes():

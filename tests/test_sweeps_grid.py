@@ -117,6 +117,8 @@ def test_params_x_tokens_and_wsd_branches(tmp_path, store):
     ({"seed = 1": "seeds = [1, 2, 1]"}, "seeds = [1, 2, 1] lists a seed twice"),
     ({"seed = 1": "seeds = []"}, "seeds = [] must be a non-empty list of integers"),
     ({"seed = 1": "seeds = [1.5]"}, "seeds = [1.5] must be a non-empty list of integers"),
+    ({"seed = 1": "seeds = [0, -1]"}, "seeds = [0, -1] holds a negative seed"),
+    ({"seed = 1": "seed = -2"}, "seed = -2 is negative"),
 ])
 def test_grid_errors_name_the_field(tmp_path, store, change, message):
     assert message in grid_error(tmp_path, store, **change)
