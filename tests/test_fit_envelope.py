@@ -52,7 +52,6 @@ def test_a_level_reached_only_by_seed_replicates_of_one_size_is_not_on_the_envel
     # where both sizes are, the large one wins everywhere: one size on the envelope, no trend to fit
     with pytest.raises(NotEnoughData, match="a single model size is best"):
         fit_training_curve_envelope(table, n_levels=301)
-    assert table.curves["run_id"].nunique() == 3
 
 
 @pytest.mark.parametrize("law,budgets", [(EXAMPLE_LAW, EXAMPLE_BUDGETS), (CHINCHILLA_LAW, np.geomspace(1e18, 1e21, 7))])
