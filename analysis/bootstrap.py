@@ -54,7 +54,12 @@ def _parametric_values(fit: ParametricLossFit) -> dict[str, float]:
 
 
 def _recommendation_values(fit, compute: float, loss_law: ParametricLossFit | None) -> dict[str, float]:
-    params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
+    """N_opt, D_opt, D/N and the predicted loss at `compute`; nothing for a degenerate refit (an exponent of 0
+    says size or data does not matter, so it has no compute-optimal allocation)."""
+    with np.errstate(divide="ignore"):
+        params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
+    if not (np.isfinite(params) and np.isfinite(tokens) and params > 0 and tokens > 0):
+        return {}
     values = {"optimal_params": params, "optimal_tokens": tokens, "tokens_per_param": tokens / params}
     if loss_law is not None:
         values["predicted_loss"] = float(loss_law.predict(params, tokens))
@@ -82,9 +87,12 @@ def bootstrap_fits(
         for key, value in values.items():
             samples.setdefault(f"{prefix}.{key}", []).append(value)
 
+    # Resample rows of a canonical order, so the intervals do not depend on the order the runs finished in.
+    canonical = np.lexsort((table.runs["loss"].to_numpy(), table.runs["tokens"].to_numpy(),
+                            table.runs["params"].to_numpy()))
     with single_threaded_blas():
         for i in range(n_resamples):
-            resample = table.select(rng.integers(0, table.n_runs, table.n_runs))
+            resample = table.select(canonical[rng.integers(0, table.n_runs, table.n_runs)])
             refits: dict[str, object] = {}
             if approach3 is not None:
                 try:

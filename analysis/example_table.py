@@ -12,48 +12,23 @@ run had been stopped there (a schedule sized to every length).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.loss_law import LossLaw
 from analysis.results_table import FLOPS_PER_PARAM_TOKEN
 
-
-@dataclass(frozen=True)
-class KnownLaw:
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-
-    def loss(self, params, tokens):
-        return self.E + self.A * np.power(params, -self.alpha) + self.B * np.power(tokens, -self.beta)
-
-    @property
-    def a(self) -> float:
-        return self.beta / (self.alpha + self.beta)
-
-    @property
-    def b(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
-
-    def optimal_params(self, compute, flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN):
-        g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-        return g * np.power(np.asarray(compute) / flops_per_param_token, self.a)
-
-
 # A law in the regime of medical event models (about 1,000 tokens per parameter at 1e16 FLOPs, a ≈ 0.52).
-EXAMPLE_LAW = KnownLaw(E=1.2, A=70.0, B=900.0, alpha=0.30, beta=0.33)
+EXAMPLE_LAW = LossLaw(E=1.2, A=70.0, B=900.0, alpha=0.30, beta=0.33)
 EXAMPLE_BUDGETS = (1e14, 3e14, 1e15, 3e15, 1e16, 3e16)
 # Epoch's fit of the Chinchilla runs, for tests at language-model scale.
-CHINCHILLA_LAW = KnownLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+CHINCHILLA_LAW = LossLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
 
 
 def synthetic_isoflop_table(
-    law: KnownLaw,
+    law: LossLaw,
     budgets: tuple[float, ...] | np.ndarray,
     sizes_per_budget: int = 7,
     span_decades: float = 1.2,

@@ -1,15 +1,12 @@
 """All fits of one results table in one place: approaches 1-3, the single-variable laws, the bootstrap and
 the extrapolation backtest, with the warnings that explain every approach reported as null. This is what
 `scaling fit`, `scaling recommend`, `scaling plot` and the notebooks call; `to_json()` is the contract of
-`scaling fit --json` (design.md)."""
+`scaling fit --json` (docs/contracts.md, "JSON contracts")."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from analysis.backtest import Backtest, backtest_extrapolation
 from analysis.blas_threads import single_threaded_blas
@@ -19,6 +16,7 @@ from analysis.isoflop import IsoflopFit, fit_isoflop_profiles
 from analysis.parametric_fit import ParametricLossFit, fit_parametric_loss_table
 from analysis.results_table import NotEnoughData, ResultsTable
 from analysis.single_variable_laws import fit_single_variable_laws
+from scaling.common.jsonable import jsonable
 
 APPROACHES = ("approach1", "approach2", "approach3")
 AUTO_HOLDOUT = None  # hold out the top budget when there are enough budgets
@@ -108,17 +106,3 @@ def fit_all(
                 )  # fmt: skip
     return report
 
-
-def jsonable(value):
-    """Plain JSON types: numpy scalars and arrays converted, NaN and infinities as null."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value

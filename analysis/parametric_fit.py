@@ -25,6 +25,7 @@ from scipy.optimize import minimize, nnls
 from scipy.special import logsumexp
 
 from analysis.blas_threads import single_threaded_blas
+from analysis.loss_law import LossLaw
 from analysis.results_table import FLOPS_PER_PARAM_TOKEN, NotEnoughData, ResultsTable
 
 HUBER_DELTA = 1e-3
@@ -62,28 +63,29 @@ class ParametricLossFit:
     fit_seconds: float = 0.0
 
     @property
+    def law(self) -> LossLaw:
+        return LossLaw(self.E, self.A, self.B, self.alpha, self.beta)
+
+    @property
     def a(self) -> float:
-        """Exponent of N_opt ∝ C^a."""
-        return self.beta / (self.alpha + self.beta)
+        return self.law.a
 
     @property
     def b(self) -> float:
-        """Exponent of D_opt ∝ C^b."""
-        return self.alpha / (self.alpha + self.beta)
+        return self.law.b
 
     @property
     def G(self) -> float:
-        """N_opt = G·(C/k)^a and D_opt = (C/k)^b / G, minimising L under C = k·N·D."""
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        return self.law.G
 
     def predict(self, params: np.ndarray | float, tokens: np.ndarray | float) -> np.ndarray | float:
-        return self.E + self.A * np.power(params, -self.alpha) + self.B * np.power(tokens, -self.beta)
+        return self.law.loss(params, tokens)
 
     def optimal_params(self, compute: np.ndarray | float) -> np.ndarray | float:
-        return self.G * np.power(np.asarray(compute) / self.flops_per_param_token, self.a)
+        return self.law.optimal_params(compute, self.flops_per_param_token)
 
     def optimal_tokens(self, compute: np.ndarray | float) -> np.ndarray | float:
-        return np.power(np.asarray(compute) / self.flops_per_param_token, self.b) / self.G
+        return self.law.optimal_tokens(compute, self.flops_per_param_token)
 
     def to_json(self) -> dict:
         return {

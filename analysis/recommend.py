@@ -2,14 +2,17 @@
 others side by side), tokens per parameter, the loss approach 3 predicts there, bootstrap intervals, the
 concrete shape from the model ladder, and a run config the trainer accepts (the final run).
 
-`recommend_compute_optimal(report, C)` returns the JSON of `scaling recommend --json` (design.md).
+`recommend_compute_optimal(report, C)` returns the JSON of `scaling recommend --json`
+(docs/contracts.md, "JSON contracts").
 """
 
 from __future__ import annotations
 
 import math
 
-from analysis.fit_report import APPROACHES, FitReport, jsonable
+from analysis.fit_report import APPROACHES, FitReport
+from models.ladder import shape_for_params
+from scaling.common.jsonable import jsonable
 
 DEFAULT_VOCAB_SIZE = 512
 DEFAULT_SEQ_LEN = 512
@@ -32,14 +35,9 @@ def approach_point(report: FitReport, approach: str, compute: float) -> dict | N
     return point
 
 
-def model_shape_for(params: float, vocab_size: int, max_seq_len: int) -> tuple[dict | None, str | None]:
-    """The ladder's shape for a target parameter count, or (None, reason) when the ladder is unavailable."""
-    try:
-        from models.ladder import shape_for_params  # the model stage; imported only when a shape is asked for
-    except ImportError as e:
-        return None, f"shape: the model ladder (models.ladder) is not available: {e}"
-    shape = shape_for_params(params, vocab_size=vocab_size, max_seq_len=max_seq_len)
-    return shape.to_dict(), None
+def model_shape_for(params: float, vocab_size: int, max_seq_len: int) -> dict:
+    """The ladder's shape for a target parameter count."""
+    return shape_for_params(params, vocab_size=vocab_size, max_seq_len=max_seq_len).to_dict()
 
 
 def recommend_compute_optimal(
@@ -66,9 +64,7 @@ def recommend_compute_optimal(
     vocab = vocab_size or report.table.vocab_size or DEFAULT_VOCAB_SIZE
     shape = None
     if point:
-        shape, why = model_shape_for(point["params"], vocab, seq_len)
-        if why:
-            warnings.append(why)
+        shape = model_shape_for(point["params"], vocab, seq_len)
     ci = {"params": None, "tokens": None, "tokens_per_param": None, "predicted_loss": None}
     if report.bootstrap is not None and chosen is not None:
         for key, sample in (("params", "optimal_params"), ("tokens", "optimal_tokens"),

@@ -1,11 +1,11 @@
 """The results table: one row per finished run (N, D, loss, compute), loaded, validated and grouped
 into IsoFLOP budgets. Every fit in `analysis` starts from a `ResultsTable`.
 
-Columns (design.md): `params` (N, all parameters including embeddings), `tokens` (D) and `loss` are
-required; `flops` (C, default 6·N·D), `budget` (nominal IsoFLOP budget), `run_id`, `status` and
-`vocab_size` are used when present. Per-run training curves for approach 1 come either from a `curve`
-column (a list of (tokens, loss) pairs per run; a JSON string in a CSV) or from a side file with columns
-`run_id, tokens, loss` (see `find_curves_file`).
+Columns (docs/contracts.md, "Results table"): `params` (N, all parameters including embeddings), `tokens` (D)
+and `loss` are required; `flops` (C, default 6·N·D), `budget` (nominal IsoFLOP budget), `run_id`, `status` and
+`vocab_size` are used when present. Per-run training curves for approach 1 come either from a `curve` column
+(a list of (tokens, loss) pairs per run; a JSON string in a CSV) or from a side file with columns `run_id,
+tokens, loss` (see `find_curves_file`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.errors import InputError
+from scaling.common.errors import InputError
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
 OPTIONAL_POSITIVE_COLUMNS = ("flops", "budget")

@@ -65,8 +65,3 @@ def flops_per_token(shape: ModelShape, seq_len: int, method: str = "6N") -> floa
     if method == "detailed":
         return 3.0 * sum(forward_flops_per_sequence(shape, seq_len).values()) / seq_len
     raise ValueError(f"flops method {method!r} is not one of {FLOP_METHODS}")
-
-
-def training_flops(shape: ModelShape, seq_len: int, tokens: float, method: str = "6N") -> float:
-    """C for a run that trains on `tokens` tokens."""
-    return flops_per_token(shape, seq_len, method) * tokens

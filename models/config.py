@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from scaling.errors import InputError
+from scaling.common.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from models.accounting import count_params
 from models.config import ModelShape
-from scaling.errors import InputError
+from scaling.common.errors import InputError
 
 ASPECT_RATIO = 64  # d_model / n_layers, as in nanochat (d_model = 64 x depth)
 FF_MULTIPLE = 32
@@ -33,9 +33,6 @@ ASPECT_BAND = 4.0
 MIN_ASPECT = 4  # d_model / n_layers never below this
 MAX_LAYERS = 128
 
-# A tiny ladder for CPU sweeps, and the compute-optimal sizes CoMET reported (total parameters).
-TINY_LADDER = (1e4, 3e4, 1e5, 3e5, 1e6, 3e6)
-COMET_SIZES = {"comet-62m": 62e6, "comet-119m": 119e6, "comet-1b": 1e9}
 
 
 def default_n_heads(d_model: int) -> int:
@@ -142,13 +139,3 @@ def shape_for_compute(
     else:
         params = math.sqrt(compute / (6.0 * tokens_per_param))
     return shape_for_params(params, vocab_size, max_seq_len)
-
-
-def preset_shape(name: str, vocab_size: int, max_seq_len: int = 512) -> ModelShape:
-    """A named preset: 'comet-62m', 'comet-119m', 'comet-1b', or 'tiny-<i>' for TINY_LADDER[i]."""
-    if name in COMET_SIZES:
-        return shape_for_params(COMET_SIZES[name], vocab_size, max_seq_len)
-    if name.startswith("tiny-") and name[5:].isdigit() and int(name[5:]) < len(TINY_LADDER):
-        return shape_for_params(TINY_LADDER[int(name[5:])], vocab_size, max_seq_len)
-    names = [*COMET_SIZES, *(f"tiny-{i}" for i in range(len(TINY_LADDER)))]
-    raise InputError(f"unknown model preset '{name}'; expected one of {names}")

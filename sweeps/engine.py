@@ -1,17 +1,17 @@
 """The sweep engine: a grid's runs as Ray tasks, one per run, with skip-if-done and resume.
 
-    summary = run_sweep("sweeps/quickstart.toml", "runs/sweeps/quickstart")
+    summary = run_sweep("sweeps/grids/quickstart.toml", "runs/sweeps/quickstart")
 
 - Ray: an embedded local instance by default; `address` (or RAY_ADDRESS) joins an existing cluster,
   whose workers must have this project installed and see the sweep directory and token store at the
-  same paths (a shared filesystem).
+  same paths (a shared filesystem). Both through sweeps.cluster.
 - Each run is one task with the grid's cpus/gpus. Its worker gets thread settings in its environment
-  before JAX is imported there (PJRT_NPROC, OMP/MKL threads, single-threaded Eigen for one CPU), so
+  before JAX is imported there (sweeps.cluster.worker_env), so
   two runs on one machine do not each take every core; GPU tasks use one device each (Ray sets
   CUDA_VISIBLE_DEVICES; Ray's default of one task per GPU worker process frees the memory after it).
   The driver never imports JAX and never forks.
 - Skip-if-done: a finished or diverged run is not submitted again (its files are not touched). Any
-  other run resumes from its latest checkpoint (scaling.trainer). A run whose worker dies is re-run by
+  other run resumes from its latest checkpoint (scaling.train.trainer). A run whose worker dies is re-run by
   Ray (max_retries). A run that raises is recorded as failed and tried again only by the next launch;
   a diverged run is recorded and never retried.
 - A per-run file lock makes a retried task wait for an orphaned earlier attempt (e.g. of a killed
@@ -22,44 +22,28 @@
 from __future__ import annotations
 
 import fcntl
-import logging
 import math
 import os
-import shutil
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from scaling.errors import InputError
+from scaling.common.errors import InputError
+from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, RunDir
+from sweeps.cluster import connect_ray, runtime_env, worker_env
 from sweeps.expand import Expansion, PlannedRun, expand_grid
 from sweeps.grid import Grid, load_grid
 from sweeps.plan import hardware_profile, make_plan
 from sweeps.run_store import SweepDir, append_attempt, result_row, run_curve
-
-DONE = ("finished", "diverged")
+from sweeps.status import sweep_status
 
 
 def default_out(grid: Grid) -> Path:
     return Path("runs") / "sweeps" / grid.name
-
-
-def worker_env(cpus: float, gpus: float) -> dict[str, str]:
-    """Environment of a training worker: its thread pools sized to the task's CPUs."""
-    threads = str(max(1, int(cpus)))
-    env = {name: threads for name in ("PJRT_NPROC", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    flags = os.environ.get("XLA_FLAGS", "")
-    if int(threads) == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-    if flags:
-        env["XLA_FLAGS"] = flags
-    if gpus == 0:
-        env["JAX_PLATFORMS"] = "cpu"
-    elif gpus < 1:  # runs share a GPU: none may take most of its memory up front
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    return env
 
 
 # -- the task (runs in a Ray worker) ------------------------------------------------------------------------
@@ -80,30 +64,27 @@ def train_task(run_id: str, run_dir: str, config: dict, parent_dir: str | None, 
 
 
 def _train_locked(run_id, run_dir: Path, config, parent_dir, parent_step, waited: float) -> dict:
-    import json
-
-    import ray
+    import ray  # lazy: start-up time of the commands that import the engine
 
     where = {"pid": os.getpid(), "host": socket.gethostname(), "node_id": _node_id(ray),
              "threads": os.environ.get("PJRT_NPROC")}
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") in DONE:  # finished by an earlier attempt while this one waited
-            return {"run_id": run_id, "status": summary["status"], "summary": summary, "wall_s": 0.0, **where}
+    summary = RunDir(run_dir).read_summary()
+    if summary is not None and summary.get("status") in DONE:  # finished by an earlier attempt while this one waited
+        return {"run_id": run_id, "status": summary["status"], "summary": summary, "wall_s": 0.0, **where}
     append_attempt(run_dir, {"event": "started", "time": time.time(), "lock_wait_s": round(waited, 3), **where})
     start = time.perf_counter()
     try:
         if parent_dir is not None:
-            seed_from_parent(run_dir, Path(parent_dir), parent_step)
-        from scaling.trainer import train_run  # JAX starts here, after worker_env took effect
+            RunDir(run_dir).branch_from(RunDir(parent_dir), parent_step)
+        # Lazy: JAX starts here, in the worker, after worker_env took effect (the driver never imports it).
+        from scaling.train.trainer import train_run
 
         summary = train_run(config, run_dir, progress=False)
     except Exception as e:
         wall = time.perf_counter() - start
         message = f"{type(e).__name__}: {e}"
-        append_attempt(run_dir, {"event": "failed", "time": time.time(), "wall_s": wall, "message": message, **where})
-        return {"run_id": run_id, "status": "failed", "message": message, "wall_s": wall, **where}
+        append_attempt(run_dir, {"event": FAILED, "time": time.time(), "wall_s": wall, "message": message, **where})
+        return {"run_id": run_id, "status": FAILED, "message": message, "wall_s": wall, **where}
     wall = time.perf_counter() - start
     append_attempt(run_dir, {"event": summary["status"], "time": time.time(), "wall_s": wall, **where})
     return {"run_id": run_id, "status": summary["status"], "summary": summary, "wall_s": wall, **where}
@@ -116,67 +97,20 @@ def _node_id(ray) -> str | None:
         return None
 
 
-def seed_from_parent(run_dir: Path, parent_dir: Path, parent_step: int) -> None:
-    """Start a run from its parent's checkpoint at `parent_step` (and its metrics up to there), once."""
-    checkpoints = run_dir / "checkpoints"
-    if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-        return  # seeded before, or trained past the seed
-    source = parent_dir / "checkpoints" / str(parent_step)
-    if not source.is_dir():
-        raise RuntimeError(f"{parent_dir} has no checkpoint at step {parent_step} to branch from")
-    if (parent_dir / "metrics.parquet").is_file():
-        shutil.copy2(parent_dir / "metrics.parquet", run_dir / "metrics.parquet")
-    tmp = run_dir / ".seed.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    checkpoints.mkdir(exist_ok=True)
-    os.replace(tmp, checkpoints / str(parent_step))
-
-
 # -- the driver --------------------------------------------------------------------------------------------
-
-
-def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str, str] | None = None,
-                quiet: bool = False) -> bool:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start an embedded local Ray on loopback.
-
-    The embedded Ray is started with `env` in its environment, so the workers it starts ahead of the
-    first task already have the run's thread settings; returns whether tasks still need them as a
-    runtime_env (a joined cluster's workers do not inherit this process's environment). `quiet` drops
-    Ray's info lines ("Connecting to existing Ray cluster ...") from stderr."""
-    import ray
-
-    level = {"logging_level": logging.WARNING} if quiet else {}
-
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, log_to_driver=False, **level)
-        return True
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-                 **level)
-    finally:  # this process keeps its own settings (it may use JAX later)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return False
 
 
 def run_sweep(grid: str | Path | Grid, out: str | Path | None = None, *, data: str | Path | None = None,
               address: str | None = None, max_parallel: int | None = None, num_cpus: int | None = None,
               progress: bool = True, console: Console | None = None) -> dict:
     """Run every run of `grid` not yet done into `out`; return a summary of the sweep directory."""
-    import ray
+    import ray  # lazy: start-up time of the commands that import the engine
 
     if not isinstance(grid, Grid):
         grid = load_grid(grid, data)
     if not (Path(grid.data) / "vocab.json").is_file():
         raise InputError(f"{grid.source}: data = '{grid.data}' is not a token store (no vocab.json there); "
-                         "runs need one: make it with `scaling data tokenize` or pass --data")
+                         "runs need one: make it with `scaling data tokenize` or pass data", field="data")
     expansion = expand_grid(grid)
     sweep = SweepDir(out or default_out(grid))
     console = console or Console(stderr=True, quiet=not progress)
@@ -189,24 +123,20 @@ def run_sweep(grid: str | Path | Grid, out: str | Path | None = None, *, data: s
     todo = [run for run in expansion.runs if states[run.run_id] not in DONE]
     console.print(f"[bold]sweep[/] {grid.name}: {len(expansion.runs)} runs, "
                   f"{len(expansion.runs) - len(todo)} done, {len(todo)} to run -> {sweep.root}", soft_wrap=True)
-    outcome = {"finished": 0, "diverged": 0, "failed": 0}
+    scheduler = Scheduler(expansion, sweep, records, states, max_parallel)
     started = time.perf_counter()
-    task_seconds = []
     if todo:
         owns_ray = not ray.is_initialized()
         env = worker_env(grid.resources.cpus_per_run, grid.resources.gpus_per_run)
         needs_env = connect_ray(address, num_cpus, env) if owns_ray else True
         try:
-            task_seconds = _schedule(expansion, todo, states, sweep, records, max_parallel, console, progress,
-                                     outcome, env if needs_env else None)
+            scheduler.run(todo, env if needs_env else None, console, progress)
         finally:
             if owns_ray:
                 ray.shutdown()
     wall = time.perf_counter() - started
-    from sweeps.status import sweep_status
-
     status = sweep_status(sweep.root)
-    status.update(wall_s=wall, task_seconds=task_seconds, this_launch=outcome)
+    status.update(wall_s=wall, task_seconds=scheduler.task_seconds, this_launch=scheduler.outcome)
     counts = ", ".join(f"{n} {state}" for state, n in status["counts"].items() if n)
     console.print(f"[bold]sweep[/] {grid.name}: {counts} in {wall:.0f} s; results: {sweep.results_path}",
                   soft_wrap=True)
@@ -221,84 +151,108 @@ def collect_results(sweep: SweepDir, records: dict) -> int:
         if run_id in have or record["role"] == "stable":
             continue
         state = sweep.run_state(run_id)
-        if state.status == "finished":
+        if state.status == FINISHED:
             rows.append(result_row(record, state.summary, sweep.run_dir(run_id)))
             curves.append(run_curve(run_id, sweep.run_dir(run_id)))
     return sweep.add_results(rows, curves)
 
 
-def _schedule(expansion: Expansion, todo: list[PlannedRun], states: dict, sweep: SweepDir, records: dict,
-              max_parallel: int | None, console: Console, progress: bool, outcome: dict,
-              env: dict | None) -> list[float]:
-    import ray
+@dataclass
+class Scheduler:
+    """Submits a sweep's runs as Ray tasks and follows them to the end.
 
-    resources = expansion.grid.resources
-    task = ray.remote(train_task).options(
-        num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run, max_retries=resources.max_retries,
-        retry_exceptions=False, runtime_env={"env_vars": env} if env else None,
-    )
-    # Longest runs first: the last runs to start are short, so the sweep's tail is short.
-    pending = sorted(todo, key=lambda r: -records[r.run_id]["est_seconds"])
-    limit = max_parallel or len(pending)
-    inflight: dict = {}
-    task_seconds: list[float] = []
-    bar = _progress_bar(console, progress)
-    total_est = sum(records[r.run_id]["est_seconds"] for r in todo)
-    task_id = bar.add_task("runs", total=total_est, counts="", latest="")
-    done_est = 0.0
-    last_poll = 0.0
-    with bar:
-        while pending or inflight:
-            for run in list(pending):
-                if len(inflight) >= limit:
+    `states` (run id -> status) is the scheduler's own copy, updated as runs end: a branch run starts once
+    the run it branches from has finished, and fails without starting when that run diverged or failed.
+    `outcome` counts this launch's ends by status; `task_seconds` holds the wall time of each task that ran.
+    """
+
+    expansion: Expansion
+    sweep: SweepDir
+    records: dict  # run id -> the planned run's record in sweep.json
+    states: dict[str, str]
+    max_parallel: int | None = None
+    outcome: dict[str, int] = field(default_factory=lambda: {FINISHED: 0, DIVERGED: 0, FAILED: 0})
+    task_seconds: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.states = dict(self.states)
+
+    def run(self, todo: list[PlannedRun], env: dict | None, console: Console, progress: bool) -> None:
+        """Train `todo` (tasks get `env` as their runtime_env) with a progress bar; return when all ended."""
+        import ray  # lazy: start-up time of the commands that import the engine
+
+        resources = self.expansion.grid.resources
+        task = ray.remote(train_task).options(
+            num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run, max_retries=resources.max_retries,
+            retry_exceptions=False, runtime_env=runtime_env(env),
+        )
+        # Longest runs first: the last runs to start are short, so the sweep's tail is short.
+        pending = sorted(todo, key=lambda r: -self.records[r.run_id]["est_seconds"])
+        limit = self.max_parallel or len(pending)
+        inflight: dict = {}
+        bar = _progress_bar(console, progress)
+        task_id = bar.add_task("runs", total=sum(self.records[r.run_id]["est_seconds"] for r in todo), counts="",
+                               latest="")
+        done_est = 0.0
+        last_poll = 0.0
+        with bar:
+            while pending or inflight:
+                self._submit(task, pending, inflight, limit)
+                if not inflight:
                     break
-                parent_state = states.get(run.parent) if run.parent else "finished"
-                if parent_state in ("diverged", "failed"):
-                    pending.remove(run)
-                    states[run.run_id] = "failed"
-                    outcome["failed"] += 1
-                    append_attempt(sweep.run_dir(run.run_id), {"event": "failed", "time": time.time(), "message":
-                                   f"not started: the run it branches from ({run.parent}) {parent_state}"})
-                    continue
-                if parent_state != "finished":
-                    continue
-                parent_dir = str(sweep.run_dir(run.parent)) if run.parent else None
-                ref = task.remote(run.run_id, str(sweep.run_dir(run.run_id)), run.config, parent_dir, run.parent_step)
-                inflight[ref] = run
-                pending.remove(run)
-            if not inflight:
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    run = inflight.pop(ref)
+                    self._finish(run, _task_result(ref, run, self.sweep), console)
+                    done_est += self.records[run.run_id]["est_seconds"]
+                now = time.perf_counter()
+                if now - last_poll > 5.0 or ready:
+                    last_poll = now
+                    bar.update(task_id, completed=done_est, counts=_counts_text(self.outcome, inflight, pending),
+                               latest=_latest_losses(self.sweep, inflight.values()))
+
+    def _submit(self, task, pending: list[PlannedRun], inflight: dict, limit: int) -> None:
+        """Start pending runs up to `limit` in flight: those with no parent or a finished one."""
+        for run in list(pending):
+            if len(inflight) >= limit:
                 break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                run = inflight.pop(ref)
-                result = _task_result(ref, run, sweep)
-                states[run.run_id] = result["status"]
-                outcome[result["status"]] = outcome.get(result["status"], 0) + 1
-                if result.get("wall_s"):
-                    task_seconds.append(result["wall_s"])
-                done_est += records[run.run_id]["est_seconds"]
-                console.print(_result_line(run, result), soft_wrap=True)
-                if result["status"] == "finished" and run.is_result:
-                    record = records[run.run_id]
-                    sweep.add_results([result_row(record, result["summary"], sweep.run_dir(run.run_id))],
-                                      [run_curve(run.run_id, sweep.run_dir(run.run_id))])
-            now = time.perf_counter()
-            if now - last_poll > 5.0 or ready:
-                last_poll = now
-                bar.update(task_id, completed=done_est, counts=_counts_text(outcome, inflight, pending),
-                           latest=_latest_losses(sweep, inflight.values()))
-    return task_seconds
+            parent_state = self.states.get(run.parent) if run.parent else FINISHED
+            if parent_state in (DIVERGED, FAILED):
+                pending.remove(run)
+                self.states[run.run_id] = FAILED
+                self.outcome[FAILED] += 1
+                append_attempt(self.sweep.run_dir(run.run_id), {"event": FAILED, "time": time.time(), "message":
+                               f"not started: the run it branches from ({run.parent}) {parent_state}"})
+                continue
+            if parent_state != FINISHED:
+                continue
+            parent_dir = str(self.sweep.run_dir(run.parent)) if run.parent else None
+            ref = task.remote(run.run_id, str(self.sweep.run_dir(run.run_id)), run.config, parent_dir, run.parent_step)
+            inflight[ref] = run
+            pending.remove(run)
+
+    def _finish(self, run: PlannedRun, result: dict, console: Console) -> None:
+        """Record a task's end; a finished result run goes into the results table now."""
+        self.states[run.run_id] = result["status"]
+        self.outcome[result["status"]] = self.outcome.get(result["status"], 0) + 1
+        if result.get("wall_s"):
+            self.task_seconds.append(result["wall_s"])
+        console.print(_result_line(run, result), soft_wrap=True)
+        if result["status"] == FINISHED and run.is_result:
+            run_dir = self.sweep.run_dir(run.run_id)
+            self.sweep.add_results([result_row(self.records[run.run_id], result["summary"], run_dir)],
+                                   [run_curve(run.run_id, run_dir)])
 
 
 def _task_result(ref, run: PlannedRun, sweep: SweepDir) -> dict:
-    import ray
+    import ray  # lazy: start-up time of the commands that import the engine
 
     try:
         return ray.get(ref)
     except Exception as e:  # the worker died more than max_retries times, or the task was cancelled
         message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        append_attempt(sweep.run_dir(run.run_id), {"event": "failed", "time": time.time(), "message": message})
-        return {"run_id": run.run_id, "status": "failed", "message": message}
+        append_attempt(sweep.run_dir(run.run_id), {"event": FAILED, "time": time.time(), "message": message})
+        return {"run_id": run.run_id, "status": FAILED, "message": message}
 
 
 def _progress_bar(console: Console, progress: bool) -> Progress:
@@ -314,15 +268,11 @@ def _counts_text(outcome: dict, inflight: dict, pending: list) -> str:
 
 
 def _latest_losses(sweep: SweepDir, runs) -> str:
-    """The latest train loss of each run in flight (from its metrics.parquet)."""
-    import pandas as pd
-
+    """The latest train loss of each run in flight (from its metrics)."""
     parts = []
     for run in list(runs)[:3]:
-        path = sweep.run_dir(run.run_id) / "metrics.parquet"
-        try:
-            row = pd.read_parquet(path).iloc[-1]
-        except Exception:  # not written yet, or being replaced
+        row = RunDir(sweep.run_dir(run.run_id)).latest_metrics()
+        if row is None:  # not written yet, or being replaced
             continue
         parts.append(f"{run.run_id[:14]} step {int(row['step'])}/{run.steps} loss {row['train_loss']:.3f}")
     return " ; ".join(parts)
@@ -332,10 +282,10 @@ def _result_line(run: PlannedRun, result: dict) -> str:
     status = result["status"]
     wall = result.get("wall_s")
     took = f" in {wall:.0f} s" if wall else ""
-    if status == "finished":
+    if status == FINISHED:
         loss = result["summary"].get("val_loss")
         loss_text = f"val loss {loss:.4f}" if loss is not None and math.isfinite(loss) else "no val loss"
         return f"  [green]finished[/] {run.run_id} (N={run.params:,}, D={run.tokens:,}) {loss_text}{took}"
-    if status == "diverged":
+    if status == DIVERGED:
         return f"  [yellow]diverged[/] {run.run_id}: {result['summary'].get('message', '')}"
     return f"  [red]failed[/] {run.run_id}: {result.get('message', '')}"

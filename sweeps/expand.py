@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
 from models.ladder import family_shape, shape_for_params
-from scaling.errors import InputError
-from scaling.run_config import parse_run_config
-from scaling.token_store import TokenStore
+from scaling.common.errors import InputError
+from scaling.data.token_store import TokenStore
+from scaling.train.config import parse_run_config
 from sweeps.grid import Grid
 from sweeps.run_store import data_identity, make_run_id
 
@@ -52,7 +53,7 @@ class PlannedRun:
     flops: float  # C by the grid's method (6N by default)
     flops_6n: float
     flops_detailed: float
-    config: dict  # a run config (scaling.run_config), data as an absolute path
+    config: dict  # a run config (scaling.train.config), data as an absolute path
     budget: float | None = None  # the nominal IsoFLOP budget
     parent: str | None = None  # wsd_branches: the run whose last checkpoint this one starts from
     parent_step: int | None = None
@@ -99,8 +100,6 @@ def grid_vocab_size(grid: Grid) -> tuple[int, TokenStore | None]:
 
 
 def _store_path(grid: Grid):
-    from pathlib import Path
-
     path = Path(grid.data)
     return path if (path / "vocab.json").is_file() else None
 
@@ -244,7 +243,7 @@ def _wsd_branches(grid: Grid, b: _Builder) -> list[PlannedRun]:
     if branch_steps[0] < axes.min_steps:
         raise InputError(f"{grid.source}: the smallest grid.tokens value is {branch_steps[0]} steps, fewer than "
                          f"grid.min_steps = {axes.min_steps}")
-    # As scaling.train_step.learning_rate_schedule: a wsd run of S steps cools down over its last
+    # As scaling.train.step.learning_rate_schedule: a wsd run of S steps cools down over its last
     # max(1, round(f S)) steps; before that it is exactly the constant-lr run.
     starts = [s - max(1, round(axes.cooldown_fraction * s)) for s in branch_steps]
     if len(set(starts)) < len(starts):

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from scaling.errors import InputError
-from scaling.run_config import TrainSection
-from scaling.toml_files import read_toml, resolve_data_path
+from models.accounting import FLOP_METHODS
+from scaling.common.errors import InputError
+from scaling.common.toml_config import read_toml, refuse_unknown, require, resolve_data_path, table_of, typed
+from scaling.train.config import TrainSection
 
 KINDS = ("isoflop", "params_x_tokens", "wsd_branches")
-FLOP_METHODS = ("6N", "detailed")
 MODEL_KEYS = ("vocab_size", "max_seq_len", "tied_embeddings")
 # [train] keys the grid decides itself, per kind.
 GRID_OWNED_TRAIN_KEYS = {"steps", "tokens"}
@@ -113,8 +113,7 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     top = {"name", "data", "seed", "seeds", "description", "grid", "model", "train", "resources"}
     _no_unknown(source, "", raw, top)
     for key in ("name", "data", "grid"):
-        if key not in raw:
-            raise InputError(f"{source}: missing key '{key}'")
+        require(source, raw, key)
     name = _typed(source, "name", raw["name"], str)
     if not name or "/" in name:
         raise InputError(f"{source}: name = {name!r} must be a non-empty name without '/'")
@@ -226,10 +225,8 @@ def _train(source: str, table: dict, kind: str) -> dict:
         if kind == "wsd_branches" and key in WSD_OWNED_TRAIN_KEYS:
             raise InputError(f"{source}: train.{key} is set by a wsd_branches grid (constant stable phase, "
                              "then wsd cooldown branches; see grid.cooldown_fraction); leave it out")
-        if key not in known:
-            raise InputError(f"{source}: unknown key 'train.{key}'; expected one of "
-                             f"{sorted(known - GRID_OWNED_TRAIN_KEYS)}")
-    # Types and values are checked per run by scaling.run_config (the same messages as `scaling train`).
+    refuse_unknown(source, table, known - GRID_OWNED_TRAIN_KEYS, prefix="train.")
+    # Types and values are checked per run by scaling.train.config (the same messages as `scaling train`).
     return dict(table)
 
 
@@ -250,24 +247,15 @@ def _resources(source: str, table: dict) -> Resources:
 
 
 def _table(source: str, name: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise InputError(f"{source}: '{name}' must be a table ([{name}])")
-    return value
+    return table_of(source, name, value)
 
 
 def _no_unknown(source: str, prefix: str, table: dict, known: set[str]) -> None:
-    for key in table:
-        if key not in known:
-            raise InputError(f"{source}: unknown key '{prefix}{key}'; expected one of {sorted(known)}")
+    refuse_unknown(source, table, known, prefix)
 
 
 def _typed(source: str, name: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        what = {int: "an integer", float: "a number", str: "a string"}[kind]
-        raise InputError(f"{source}: {name} = {value!r} is not {what}")
-    return value
+    return typed(source, name, value, kind)
 
 
 def _positive_list(source: str, name: str, value: Any) -> tuple[float, ...]:

@@ -18,7 +18,8 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from scaling.errors import InputError
+from scaling.common.errors import InputError
+from scaling.common.hardware import PEAK_FLOPS_PER_S
 from sweeps.expand import Expansion, PlannedRun
 
 
@@ -36,23 +37,24 @@ class HardwareProfile:
         return self.peak_flops_per_s * self.utilization
 
 
+_BF16_PEAK = {kind: peaks["bfloat16"] for kind, peaks in PEAK_FLOPS_PER_S.items()}
 PROFILES = {
     # Least squares on 24 runs of d_model 8-96 (batch 16 x 64 tokens) on the 2-core development machine,
     # shared with other jobs at the time: errors of +-30% per run are usual.
     "cpu": HardwareProfile("cpu", 3.3e10, 1.0, 0.014, 17.0, "one single-threaded worker per CPU core"),
-    "h100": HardwareProfile("h100", 989e12, 0.40, 0.0, 300.0, "NVIDIA H100 SXM, bf16 dense peak, 40% MFU"),
-    "h200": HardwareProfile("h200", 989e12, 0.42, 0.0, 300.0, "NVIDIA H200, bf16 dense peak, 42% MFU"),
-    "a100": HardwareProfile("a100", 312e12, 0.45, 0.0, 300.0, "NVIDIA A100, bf16 dense peak, 45% MFU"),
+    "h100": HardwareProfile("h100", _BF16_PEAK["H100"], 0.40, 0.0, 300.0, "NVIDIA H100 SXM, bf16 dense peak, 40% MFU"),
+    "h200": HardwareProfile("h200", _BF16_PEAK["H200"], 0.42, 0.0, 300.0, "NVIDIA H200, bf16 dense peak, 42% MFU"),
+    "a100": HardwareProfile("a100", _BF16_PEAK["A100"], 0.45, 0.0, 300.0, "NVIDIA A100, bf16 dense peak, 45% MFU"),
 }
 
 
 def hardware_profile(name: str, flops_per_s: float | None = None) -> HardwareProfile:
     if name not in PROFILES:
-        raise InputError(f"--hardware {name!r} is not one of {sorted(PROFILES)}")
+        raise InputError(f"hardware = {name!r} is not one of {sorted(PROFILES)}", field="hardware")
     profile = PROFILES[name]
     if flops_per_s is not None:
         if not flops_per_s > 0:
-            raise InputError(f"--flops-per-s = {flops_per_s:g} must be positive")
+            raise InputError(f"flops_per_s = {flops_per_s:g} must be positive", field="flops_per_s")
         profile = HardwareProfile(profile.name, flops_per_s, 1.0, profile.step_overhead_s, profile.run_overhead_s,
                                   f"{profile.description}; measured {flops_per_s:.3g} FLOP/s")
     return profile
@@ -86,7 +88,7 @@ def make_plan(expansion: Expansion, profile: HardwareProfile, parallel: int | No
     devices = gpus if gpus >= 1 else 1.0
     parallel = parallel or default_parallelism(expansion, profile)
     if parallel < 1:
-        raise InputError(f"--parallel {parallel} must be at least 1")
+        raise InputError(f"parallel = {parallel} must be at least 1", field="parallel")
     runs = []
     for run in expansion.runs:
         seconds = estimate_seconds(run, profile, devices)

@@ -1,8 +1,8 @@
 """The sweep directory: where every run of a sweep lives and the results table the fits read.
 
     OUT/sweep.json        the grid, where it came from, and every planned run (id, role, budget, N, D, C)
-    OUT/runs/<run_id>/    one run directory each (scaling.trainer), plus attempts.jsonl (who ran it, when)
-    OUT/results.parquet   one row per finished run (design.md "Results table"), rewritten atomically
+    OUT/runs/<run_id>/    one run directory each (scaling.train.trainer), plus attempts.jsonl (who ran it, when)
+    OUT/results.parquet   one row per finished run (docs/contracts.md, "Results table"), rewritten atomically
     OUT/curves.parquet    run_id, step, tokens, loss (train loss per logged step), val_loss: approach 1
 
 Run ids are a function of the run config (the token store by its content, not its path), so the same
@@ -13,6 +13,7 @@ directories whenever they miss a finished run, so a driver killed at any point l
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling.atomic import write_file_atomic, write_json_atomic
+from scaling.common.atomic import write_file_atomic, write_json_atomic
+from scaling.train.config import parse_run_config
+from scaling.train.run_dir import DONE, FAILED, RunDir
 
 RESULT_COLUMNS = [
     "run_id", "status", "params", "params_nonembed", "tokens", "loss", "flops", "flops_6n", "flops_detailed",
@@ -66,8 +69,6 @@ def make_run_id(config: dict, identity: str, params: int, tokens: int, parent: s
 def _typed_as_given(config: dict) -> dict:
     """The config's own keys with the run config's types (lr = 1 and lr = 1.0 are one run); defaults are left
     out, so a field added to the run config later does not change existing run ids."""
-    from scaling.run_config import parse_run_config
-
     full = parse_run_config(config).to_dict()
     return {key: ({k: full[key][k] for k in value} if isinstance(value, dict) else full[key])
             for key, value in config.items()}
@@ -135,16 +136,16 @@ class SweepDir:
 
     def run_state(self, run_id: str) -> RunState:
         run_dir = self.run_dir(run_id)
-        summary = _read_json(run_dir / "summary.json")
-        if summary is not None and summary.get("status") in ("finished", "diverged"):
+        summary = RunDir(run_dir).read_summary()
+        if summary is not None and summary.get("status") in DONE:
             return RunState(run_id, summary["status"], summary, summary.get("message", ""))
         if _lock_held(run_dir / ".lock"):
             return RunState(run_id, "running", summary)
-        if summary is not None and summary.get("status") == "failed":
-            return RunState(run_id, "failed", summary, summary.get("message", ""))
+        if summary is not None and summary.get("status") == FAILED:
+            return RunState(run_id, FAILED, summary, summary.get("message", ""))
         attempts = read_attempts(run_dir)
-        if attempts and attempts[-1].get("event") == "failed":
-            return RunState(run_id, "failed", summary, attempts[-1].get("message", ""))
+        if attempts and attempts[-1].get("event") == FAILED:
+            return RunState(run_id, FAILED, summary, attempts[-1].get("message", ""))
         return RunState(run_id, "pending", summary)
 
     # -- results ------------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def result_row(run: dict, summary: dict, run_dir: Path) -> dict:
     config = run.get("config", {})
     train = config.get("train", {})
     attempts = read_attempts(run_dir)
-    wall = sum(a.get("wall_s", 0.0) for a in attempts if a.get("event") in ("finished", "diverged", "failed"))
+    wall = sum(a.get("wall_s", 0.0) for a in attempts if a.get("event") in (*DONE, FAILED))
     return {
         "run_id": run["run_id"], "status": summary["status"], "params": int(summary["params"]),
         "params_nonembed": int(summary["params_nonembed"]), "tokens": int(summary["tokens"]),
@@ -203,10 +204,9 @@ def result_row(run: dict, summary: dict, run_dir: Path) -> dict:
 
 def run_curve(run_id: str, run_dir: Path) -> pd.DataFrame:
     """The run's logged training curve: train loss at every logged step (val_loss where evaluated)."""
-    path = run_dir / "metrics.parquet"
-    if not path.is_file():
+    metrics = RunDir(run_dir).read_metrics()
+    if metrics is None:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    metrics = pd.read_parquet(path)
     metrics = metrics[metrics["train_loss"].notna() & (metrics["tokens"] > 0)]
     return pd.DataFrame({
         "run_id": run_id, "step": metrics["step"].astype("int64"), "tokens": metrics["tokens"].astype("int64"),
@@ -236,8 +236,6 @@ def append_attempt(run_dir: Path, record: dict) -> None:
 
 def _lock_held(path: Path) -> bool:
     """True when a live process holds the run's lock (a running training task)."""
-    import fcntl
-
     if not path.is_file():
         return False
     with open(path, "a") as f:
@@ -247,13 +245,6 @@ def _lock_held(path: Path) -> bool:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _float(x) -> float:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pandas as pd
+from rich.table import Table
 
-from scaling.errors import InputError
+from scaling.common.errors import InputError
+from scaling.train.run_dir import FINISHED, RunDir
 from sweeps.run_store import SweepDir, read_attempts
 
 STATES = ("finished", "running", "pending", "failed", "diverged")
@@ -33,7 +34,7 @@ def sweep_status(root: str | Path) -> dict:
             "run_id": record["run_id"], "status": state.status, "role": record["role"],
             "budget": record["budget"], "params": record["params"], "tokens": record["tokens"],
             "steps": record["steps"], "step": step, "train_loss": train_loss,
-            "val_loss": summary.get("val_loss") if state.status == "finished" else None,
+            "val_loss": summary.get("val_loss") if state.status == FINISHED else None,
             "attempts": len(attempts), "in_results": record["run_id"] in in_results,
             "est_seconds": record.get("est_seconds"), "detail": state.detail,
         })
@@ -47,17 +48,14 @@ def sweep_status(root: str | Path) -> dict:
 
 
 def _latest(run_dir: Path) -> tuple[int | None, float | None]:
-    try:
-        row = pd.read_parquet(run_dir / "metrics.parquet").iloc[-1]
-    except Exception:  # no metrics yet (or the file is being replaced)
+    row = RunDir(run_dir).latest_metrics()
+    if row is None:  # no metrics yet (or the file is being replaced)
         return None, None
     loss = float(row["train_loss"])
     return int(row["step"]), loss if math.isfinite(loss) else None
 
 
-def status_table(status: dict):
-    from rich.table import Table
-
+def status_table(status: dict) -> Table:
     counts = ", ".join(f"{v} {k}" for k, v in status["counts"].items() if v)
     table = Table(title=f"{status['name']} ({status['kind']}): {status['n_runs']} runs: {counts}")
     for column in ("run id", "status", "budget", "N", "D", "step", "train loss", "val loss", "tries"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from meds_builders import t, write_dataset
 
-from scaling.tasks import PredictionRule, Task
+from scaling.evaluate.tasks import PredictionRule, Task
 
 # Patient 1: a stay (admission 2011-03-01, discharge 03-05), a readmission 15 days later, two ED visits
 # and a type 2 diabetes diagnosis within the year after the discharge, death 667 days after it.
@@ -77,10 +77,11 @@ def task(name: str, kind: str, rule: PredictionRule, codes: tuple[str, ...], hor
 
 def synth_cohort_and_store(root: Path, patients: int = 600) -> tuple[Path, Path]:
     """The synthetic test cohort and its token store (min count 1): about 8 s on one core."""
-    from scaling.synth_cohort import generate_cohort
-    from scaling.tokenizer import TokenizerSettings, tokenize_dataset
+    from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
+    from scaling.synth.generate import generate_cohort
+    from scaling.synth.replay import entropy_floor_stats
 
     meds, tokens = root / "cohort", root / "tokens"
     generate_cohort(meds, patients, seed=0)
-    tokenize_dataset(meds, tokens, TokenizerSettings(min_count=1))
+    tokenize_dataset(meds, tokens, TokenizerSettings(min_count=1), extra_stats=entropy_floor_stats)
     return meds, tokens

@@ -1,4 +1,4 @@
-"""Small MEDS datasets written by hand for the tests (plain pyarrow, independent of scaling.meds_io)."""
+"""Small MEDS datasets written by hand for the tests (plain pyarrow, independent of scaling.data.meds_io)."""
 
 from __future__ import annotations
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from scaling.batches import WindowSampler, evaluation_batches
-from scaling.errors import InputError
-from scaling.token_store import TokenStore, write_token_store
-from scaling.vocab import Vocabulary
+from scaling.common.errors import InputError
+from scaling.data.token_store import TokenStore, write_token_store
+from scaling.data.vocab import Vocabulary
+from scaling.train.batches import WindowSampler, evaluation_batches
 
 N_CODES = 97
 

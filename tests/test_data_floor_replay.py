@@ -4,19 +4,55 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from scaling.meds_io import read_meds, write_meds
-from scaling.synth import ClinicalProcess, Timelines
-from scaling.synth_cohort import code_metadata, decode_timelines, timelines_from_tokens, timelines_to_events
-from scaling.synth_world import SEX_CODES, make_world
-from scaling.tokenizer import TokenizerSettings, detokenize, tokenize_events
-from scaling.vocab import TIME_INTERVALS
+from scaling.data.decoding import DecodedEvent, detokenize
+from scaling.data.meds_io import read_meds, write_meds
+from scaling.data.scheme import TIME_INTERVALS
+from scaling.data.tokenizer import TokenizerSettings, tokenize_events
+from scaling.data.vocab import EOS
+from scaling.synth.generate import code_metadata, timelines_to_events
+from scaling.synth.process import ClinicalProcess, Timelines
+from scaling.synth.replay import decode_timelines, timelines_from_tokens
+from scaling.synth.world import SEX_CODES, make_world
 
 MAX_TOKENS = 192
 TIMELINE_FIELDS = ("sex", "age_bucket", "gap", "repeats", "code", "value_bin")
 
 
+def loop_detokenize(tokens, vocab):
+    """The reference decoder: a loop over tokens (detokenize before the token grammar had one decoder)."""
+    patients = [[]]
+    pending_time = []
+    minutes, static = 0.0, True
+    bounds = dict(TIME_INTERVALS)
+    for token_id in np.asarray(tokens).tolist():
+        token, kind = vocab.tokens[token_id], vocab.kinds[token_id]
+        events = patients[-1]
+        if kind == "code_suffix" and events and events[-1].value_bin is None:
+            events[-1].code += vocab.texts[token_id]
+        elif kind == "value" and events and events[-1].value_bin is None:
+            events[-1].value_bin = int(token.rsplit("Q", 1)[1]) - 1
+            centers = vocab.value_bin_centers.get(events[-1].code)
+            if centers and events[-1].value_bin < len(centers):
+                events[-1].numeric_value = centers[events[-1].value_bin]
+        elif kind == "time":
+            pending_time.append(token)
+            minutes += bounds[token]
+        elif kind == "age":
+            static = False
+        elif token == EOS:
+            patients.append([])
+            pending_time, minutes, static = [], 0.0, True
+        elif kind in ("code", "unknown"):
+            text = vocab.texts[token_id] if kind == "code" else token
+            events.append(DecodedEvent(text, static, minutes, tuple(pending_time)))
+            pending_time = []
+    if not patients[-1]:
+        patients.pop()
+    return patients
+
+
 def loop_timelines_from_tokens(patients, vocab, world, max_tokens):
-    """The reference: one patient at a time through detokenize (the implementation before vectorising)."""
+    """The reference: one patient at a time through the loop decoder (the implementation before vectorising)."""
     n = len(patients)
     code_index = {c: i for i, c in enumerate(world.codes)}
     time_class = {name: k for k, (name, _) in enumerate(TIME_INTERVALS)}
@@ -26,7 +62,7 @@ def loop_timelines_from_tokens(patients, vocab, world, max_tokens):
                    token_nll=np.empty(0), n_tokens=np.zeros(n, np.int64))
     ok = np.ones(n, bool)
     for i, tokens in enumerate(patients):
-        decoded = detokenize(tokens, vocab)
+        decoded = loop_detokenize(tokens, vocab)
         if len(tokens) < 3 or len(decoded) != 1 or not vocab.tokens[tokens[1]].startswith("AGE//"):
             ok[i] = False
             continue
@@ -122,6 +158,8 @@ def test_decoding_edited_sequences_matches_the_loop(store):
     assert len(keep) > 0.9 * len(edited)
     ok = _assert_same(keep, vocab, world)
     assert ok.any() and not ok.all()
+    for tokens in edited:  # detokenize, the same decoder, gives what the loop gives on every sequence
+        assert detokenize(tokens, vocab) == loop_detokenize(tokens, vocab)
 
 
 def test_flat_decoding_replays_the_sampled_log_probabilities_exactly(store):

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from meds_builders import rows_table, t, write_dataset
 
-from scaling.errors import InputError
-from scaling.meds_io import read_meds
+from scaling.common.errors import InputError
+from scaling.data.meds_io import read_meds
 
 MIXED_ROWS = {
     # shard names are arbitrary, shards mix splits, one sits in a subfolder

@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from meds import DataSchema
 
-from scaling.meds_io import read_meds, write_meds
-from scaling.synth import ClinicalProcess
-from scaling.synth_cohort import code_metadata, generate_cohort, score_token_split, timelines_to_events
-from scaling.synth_world import make_world
-from scaling.tokenizer import TokenizerSettings, tokenize_dataset, tokenize_events
+from scaling.data.meds_io import read_meds, write_meds
+from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset, tokenize_events
+from scaling.synth.generate import code_metadata, generate_cohort, timelines_to_events
+from scaling.synth.process import ClinicalProcess
+from scaling.synth.replay import entropy_floor_stats, score_token_split
+from scaling.synth.world import make_world
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_token_store_floor_equals_generator_log_probability(tmp_path):
 
 
 def test_floor_in_stats_agrees_with_fresh_patients(cohort, tmp_path):
-    stats = tokenize_dataset(cohort, tmp_path / "tok", TokenizerSettings(min_count=1))
+    stats = tokenize_dataset(cohort, tmp_path / "tok", TokenizerSettings(min_count=1), extra_stats=entropy_floor_stats)
     floor = stats["entropy_floor"]["train"]
     assert floor["patients_scored"] == floor["patients"]
     process = ClinicalProcess(make_world(0), 256)

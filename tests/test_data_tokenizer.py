@@ -4,10 +4,11 @@ import numpy as np
 import pyarrow as pa
 from meds_builders import t, write_dataset
 
-from scaling.codes import code_category, code_pieces
-from scaling.meds_io import read_meds
-from scaling.token_store import TokenStore
-from scaling.tokenizer import TokenizerSettings, detokenize, tokenize_events
+from scaling.data.codes import code_category, code_pieces
+from scaling.data.decoding import detokenize
+from scaling.data.meds_io import read_meds
+from scaling.data.token_store import TokenStore
+from scaling.data.tokenizer import TokenizerSettings, tokenize_events
 
 PATIENT_1 = [
     (1, None, "GENDER//F", None),

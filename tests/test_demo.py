@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling.demo import run_demo
+from scaling.pipeline.demo import run_demo
 
 TINY_GRID = """
 name = "tiny-demo"

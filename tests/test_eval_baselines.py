@@ -6,9 +6,9 @@ import scipy.sparse
 from eval_builders import FIRST_DISCHARGE, hand_cohort, task
 from sklearn.metrics import roc_auc_score
 
-from scaling.baselines import FeatureSpace, fit_predict
-from scaling.labels import Cohort, prediction_times
-from scaling.meds_io import read_meds
+from scaling.data.meds_io import read_meds
+from scaling.evaluate.baselines import FeatureSpace, fit_predict
+from scaling.evaluate.labels import Cohort, prediction_times
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 from eval_builders import synth_cohort_and_store
 from flax import nnx
 
-from scaling.run_model import load_trained_model
-from scaling.token_store import TokenStore
-from scaling.train_step import init_model
-from scaling.trainer import train_run
+from scaling.data.token_store import TokenStore
+from scaling.train.run_dir import load_trained_model
+from scaling.train.step import init_model
+from scaling.train.trainer import train_run
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +73,8 @@ def test_evaluate_reports_model_baselines_and_oracle(run, run_cli):
 
 
 def test_evaluate_several_runs_draws_the_scaling_figures(run):
-    from scaling.evaluate import Evaluation, EvaluationSettings, write_evaluation
-    from scaling.tasks import load_tasks
+    from scaling.evaluate.evaluation import Evaluation, EvaluationSettings, write_evaluation
+    from scaling.evaluate.tasks import load_tasks
 
     root, meds, _, run_dir = run
     tasks = [t for t in load_tasks("synth") if t.name in ("ed_visits_1y", "death_1y")]

@@ -17,19 +17,19 @@ from eval_builders import (
 )
 from meds_builders import t
 
-from scaling.errors import InputError
-from scaling.labels import (
+from scaling.common.errors import InputError
+from scaling.data.meds_io import MedsDataset, read_meds
+from scaling.data.token_store import TokenStore
+from scaling.evaluate.labels import (
     Cohort,
     age_years,
     history_events,
+    history_prompts,
     prediction_times,
     real_futures,
     task_labels,
 )
-from scaling.meds_io import MedsDataset, read_meds
-from scaling.simulate import history_prompts
-from scaling.tasks import load_tasks, parse_tasks
-from scaling.token_store import TokenStore
+from scaling.evaluate.tasks import load_tasks, parse_tasks
 
 
 def us(*args) -> int:
@@ -155,7 +155,7 @@ def test_prompts_are_prefixes_of_the_token_store(synth):
 def test_no_leakage_deleting_the_future_changes_nothing(synth):
     """Cut every patient's record right after its prediction time: the prediction times, histories,
     prompts and baseline features stay the same (nothing after t is read)."""
-    from scaling.baselines import FeatureSpace
+    from scaling.evaluate.baselines import FeatureSpace
 
     dataset, cohort, store = synth
     for the_task in load_tasks("synth"):

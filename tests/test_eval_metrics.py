@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, mean_absolute_error, roc_auc_score
 
-from scaling.eval_metrics import bootstrap_indices, calibration_error, point_metrics, task_metrics
-from scaling.evaluate import samples_ladder
+from scaling.evaluate.evaluation import samples_ladder
+from scaling.evaluate.metrics import bootstrap_indices, calibration_error, point_metrics, task_metrics
 
 
 @pytest.fixture(scope="module")

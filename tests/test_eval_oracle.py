@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 from eval_builders import task
 
-from scaling.labels import Cohort, PredictionTimes, history_events, prediction_times, task_labels
-from scaling.meds_io import read_meds
-from scaling.oracle import HOLD, Oracle
-from scaling.outcomes import estimate_from_samples, outcome_values
-from scaling.synth import ClinicalProcess
-from scaling.synth_cohort import generate_cohort, timelines_from_tokens
-from scaling.tasks import PredictionRule
-from scaling.tokenizer import CodeTable, encode
+from scaling.data.meds_io import read_meds
+from scaling.data.tokenizer import CodeTable, encode
+from scaling.evaluate.labels import Cohort, PredictionTimes, history_events, prediction_times, task_labels
+from scaling.evaluate.oracle import Oracle
+from scaling.evaluate.outcomes import estimate_from_samples, outcome_values
+from scaling.evaluate.tasks import PredictionRule
+from scaling.synth.generate import generate_cohort
+from scaling.synth.process import HOLD, ClinicalProcess
+from scaling.synth.replay import timelines_from_tokens
 
 YEARLY = PredictionRule("yearly", "random", min_history_days=365, probability=0.25)
 
@@ -33,8 +34,9 @@ def test_replaying_a_history_scores_it_as_the_generator_does(oracle):
     forced, lengths = _forced(oracle, cohort, times)
     n_events = (forced.code >= 0).sum(1)
     forced.code[np.arange(forced.code.shape[1])[None] >= n_events[:, None]] = HOLD
-    oracle.process.run(len(times), np.random.default_rng(1), forced=forced, max_steps=int(n_events.max()) + 1)
-    held = oracle.process.last_state
+    rng = np.random.default_rng(1)
+    held = oracle.process.start(len(times), rng, given=forced)
+    oracle.process.advance(held, rng, forced=forced, max_steps=int(n_events.max()) + 1)
     scored = ClinicalProcess(oracle.world, oracle.max_tokens).run(len(times), np.random.default_rng(0), forced=whole)
     # the held rows stopped right after their history, with the -log p the generator gives those tokens
     np.testing.assert_array_equal(held.n_tokens, lengths)

@@ -8,21 +8,19 @@ from meds_builders import write_dataset
 
 from models.decoder import Decoder
 from models.ladder import family_shape
-from scaling.labels import Cohort, prediction_times
-from scaling.meds_io import read_meds
-from scaling.simulate import (
+from scaling.data.meds_io import read_meds
+from scaling.data.scheme import DAY, MONTH, interval_minutes
+from scaling.data.token_store import TokenStore
+from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
+from scaling.evaluate.labels import Cohort, history_prompts, prediction_times
+from scaling.evaluate.simulate import (
     SimulationSettings,
     clock_minutes,
     cut_prompt,
     decode_futures,
     futures_table,
-    history_prompts,
-    interval_minutes,
     simulate_futures,
 )
-from scaling.token_store import TokenStore
-from scaling.tokenizer import TokenizerSettings, tokenize_dataset
-from scaling.vocab import DAY, MONTH
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +81,7 @@ def test_long_prompts_keep_their_head_and_whole_recent_events(hand):
 
 
 def test_futures_longer_than_the_context_are_sampled_in_rounds_that_fit_it(hand, monkeypatch):
-    import scaling.simulate as simulate
+    import scaling.evaluate.simulate as simulate
 
     cohort, vocab = hand
     prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)
@@ -109,7 +107,7 @@ def test_futures_longer_than_the_context_are_sampled_in_rounds_that_fit_it(hand,
 
 
 def test_a_future_that_fits_the_context_is_sampled_in_one_round(hand, monkeypatch):
-    import scaling.simulate as simulate
+    import scaling.evaluate.simulate as simulate
 
     cohort, vocab = hand
     prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)

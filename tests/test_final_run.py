@@ -4,6 +4,7 @@ jax.distributed) it trains the same model to the same losses."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,11 +14,13 @@ import pandas as pd
 import pytest
 from train_builders import random_token_store
 
-from analysis.example_table import KnownLaw, synthetic_isoflop_table
-from scaling.errors import InputError
-from scaling.final import Cluster, check_fits, check_visible
+from analysis.example_table import synthetic_isoflop_table
+from analysis.loss_law import LossLaw
+from scaling.common.errors import InputError
+from scaling.pipeline.final import Cluster, check_fits, check_visible
+from sweeps.cluster import check_reachable
 
-LAW = KnownLaw(E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.35)
+LAW = LossLaw(E=1.5, A=40.0, B=60.0, alpha=0.35, beta=0.35)
 SMALL_BUDGET = "3e9"  # a one-layer model and 20 steps: seconds of training
 
 
@@ -107,30 +110,38 @@ def test_an_address_nothing_listens_on_is_refused_in_one_line(tmp_path, run_cli)
     assert "--address 127.0.0.1:1: no Ray cluster answers there" in err
 
 
-def test_reachability_check_leaves_client_urls_to_ray_and_reads_ipv6():
-    from scaling.final import check_reachable
+def cli_says(error: pytest.ExceptionInfo, pattern: str) -> None:
+    """The library error names its arguments; the command line shows them as its flags: the text it shows matches."""
+    assert re.search(pattern, error.value.cli_message()), error.value.cli_message()
 
+
+def test_reachability_check_leaves_client_urls_to_ray_and_reads_ipv6():
     check_reachable("ray://10.0.0.1:10001")  # Ray Client URL: not a host:port to probe
     check_reachable("auto")
-    with pytest.raises(InputError, match=r"--address \[::1\]:1: no Ray cluster answers there"):
+    with pytest.raises(InputError, match=r"address = \[::1\]:1: no Ray cluster answers there") as e:
         check_reachable("[::1]:1")
+    cli_says(e, r"--address \[::1\]:1: no Ray cluster answers there")
 
 
 def test_cluster_that_cannot_hold_the_run_is_refused_in_one_line():
     cpu_node = {"Alive": True, "Resources": {"CPU": 8.0}}
     gpu_node = {"Alive": True, "Resources": {"CPU": 32.0, "GPU": 8.0}}
-    with pytest.raises(InputError, match=r"--gpus 1: the Ray cluster at h:6379 has no GPU"):
+    with pytest.raises(InputError, match=r"gpus = 1: the Ray cluster at h:6379 has no GPU") as e:
         check_fits(Cluster("h:6379", gpus=1), {"CPU": 16.0}, [cpu_node, cpu_node])
-    with pytest.raises(InputError, match=r"--hosts 2 --gpus 8 --cpus 8: .* has 1 node\(s\)"):
+    cli_says(e, r"^--gpus 1: the Ray cluster at h:6379 has no GPU .*; on a CPU cluster leave --gpus out$")
+    with pytest.raises(InputError, match=r"hosts = 2 gpus = 8 cpus = 8: .* has 1 node\(s\)") as e:
         check_fits(Cluster("h:6379", hosts=2, gpus=8, cpus=8), {"CPU": 40.0, "GPU": 8.0}, [cpu_node, gpu_node])
-    with pytest.raises(InputError, match=r"--cpus 16"):
+    cli_says(e, r"^--hosts 2 --gpus 8 --cpus 8: .* has 1 node\(s\)")
+    with pytest.raises(InputError, match=r"cpus = 16") as e:
         check_fits(Cluster("h:6379", cpus=16), {"CPU": 8.0}, [cpu_node])
+    cli_says(e, r"--cpus 16")
     check_fits(Cluster("h:6379", hosts=2, cpus=8), {"CPU": 40.0, "GPU": 8.0}, [cpu_node, gpu_node])
 
 
 def test_a_node_that_does_not_see_the_run_directory_says_so(tmp_path):
-    with pytest.raises(InputError, match=r"--out .*nowhere: Ray node .* does not see the run directory") as e:
+    with pytest.raises(InputError, match=r"out = .*nowhere: Ray node .* does not see the run directory") as e:
         check_visible(tmp_path / "nowhere", str(tmp_path))
+    cli_says(e, r"^--out .*nowhere: Ray node .* does not see the run directory")
     assert "\n" not in str(e.value)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "recommendation.json").write_text("{}")
@@ -194,8 +205,8 @@ def test_final_asks_for_what_the_cluster_does_not_have(tmp_path, loopback_cluste
 UNSHARED_RUN = """
 import sys
 from pathlib import Path
-from scaling.errors import InputError
-from scaling.final import Cluster, connected, train_on_cluster
+from scaling.common.errors import InputError
+from scaling.pipeline.final import Cluster, connected, train_on_cluster
 cluster = Cluster(sys.argv[1])
 try:
     with connected(cluster):

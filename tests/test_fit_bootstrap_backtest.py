@@ -69,3 +69,25 @@ def test_backtest_on_noise_free_data_is_almost_exact_and_can_hold_out_k_runs():
     highest = table.runs.sort_values("flops", kind="stable")["run_id"].iloc[-5:]
     assert sorted(backtest.held_out["run_id"]) == sorted(highest)
     assert backtest.max_abs_rel_error < 1e-3
+
+
+def test_intervals_do_not_depend_on_the_order_runs_finished_in():
+    """A sweep appends results as runs finish, in an order Ray decides: the same runs in another order
+    give the same bootstrap samples."""
+    table = _table(seed=3, noise=0.02)
+    shuffled = table.select(np.random.default_rng(1).permutation(table.n_runs))
+    a3 = fit_parametric_loss_table(table)
+    first = bootstrap_fits(table, 6, approach3=a3, compute=1e17, seed=0)
+    second = bootstrap_fits(shuffled, 6, approach3=fit_parametric_loss_table(shuffled), compute=1e17, seed=0)
+    for name in ("approach3.alpha", "approach3.optimal_params"):
+        np.testing.assert_allclose(first.samples[name], second.samples[name], rtol=1e-6)
+
+
+def test_a_refit_with_no_optimal_allocation_adds_no_recommendation_sample():
+    from analysis.bootstrap import _recommendation_values
+    from analysis.parametric_fit import ParametricLossFit
+
+    flat_in_size = ParametricLossFit(E=1.0, A=2.0, B=50.0, alpha=0.0, beta=0.5, objective=0.0, converged=True,
+                                     max_abs_gradient=0.0, n_points=9, n_starts=1, n_starts_at_best=1)
+    assert flat_in_size.optimal_params(1e12) == 0.0  # the old code divided by this
+    assert _recommendation_values(flat_in_size, 1e12, flat_in_size) == {}

@@ -1,5 +1,5 @@
 """`scaling fit`, `scaling recommend`, `scaling plot` and `scaling bench fit` from the command line:
-the JSON contracts of design.md, exit code 2 with one line on bad input, null approaches on thin data."""
+the JSON contracts of docs/contracts.md, exit code 2 with one line on bad input, null approaches on thin data."""
 
 import json
 import tomllib

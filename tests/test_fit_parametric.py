@@ -57,7 +57,7 @@ def test_linear_projection_recovers_the_linear_terms_at_the_true_exponents():
 
 @pytest.mark.skipif(not CHINCHILLA_CSV.is_file(), reason="../shared/data is not present")
 def test_chinchilla_data_reproduces_epochs_published_fit():
-    from analysis.bench import chinchilla_table
+    from scaling.bench.fit import chinchilla_table
 
     table = chinchilla_table(CHINCHILLA_CSV)
     assert table.n_runs == 240

@@ -58,7 +58,7 @@ def test_run_config_is_valid_toml_that_the_trainer_accepts(report):
     assert "EDIT the data path" in text
     assert {k: parsed["model"][k] for k in shape} == shape
     assert parsed["train"]["tokens"] >= rec["tokens"]
-    run_config = pytest.importorskip("scaling.run_config")
+    run_config = pytest.importorskip("scaling.train.config")
     config = run_config.parse_run_config(parsed, "final.toml")
     assert config.model.d_model == shape["d_model"]
     assert config.total_steps * 16 * 128 == parsed["train"]["tokens"]

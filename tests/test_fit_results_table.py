@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.results_table import group_isoflop_budgets, load_results, results_from_frame
-from scaling.errors import InputError
+from scaling.common.errors import InputError
 
 
 def _frame(n=6):

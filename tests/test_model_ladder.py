@@ -6,16 +6,12 @@ import pytest
 
 from models.accounting import count_params
 from models.config import ModelShape
-from models.ladder import (
-    ASPECT_RATIO,
-    COMET_SIZES,
-    TINY_LADDER,
-    default_d_ff,
-    preset_shape,
-    shape_for_compute,
-    shape_for_params,
-)
-from scaling.errors import InputError
+from models.ladder import ASPECT_RATIO, default_d_ff, shape_for_compute, shape_for_params
+from scaling.common.errors import InputError
+
+# Targets the ladder must meet: a tiny ladder for CPU sweeps, and the compute-optimal sizes CoMET reported.
+TINY_LADDER = (1e4, 3e4, 1e5, 3e5, 1e6, 3e6)
+COMET_SIZES = {"comet-62m": 62e6, "comet-119m": 119e6, "comet-1b": 1e9}
 
 
 @pytest.mark.parametrize("vocab", [512, 4099])
@@ -49,14 +45,11 @@ def test_model_ladder_never_picks_a_needle_for_a_tiny_target(target):
     assert shape.d_model >= widest_below  # no narrower than the widest one-layer shape that fits the target
 
 
-def test_model_ladder_is_deterministic_and_presets_match():
+def test_model_ladder_is_deterministic():
     shape_for_params.cache_clear()
     a = shape_for_params(119e6, 8191)
     shape_for_params.cache_clear()
-    assert shape_for_params(119e6, 8191) == a == preset_shape("comet-119m", 8191)
-    assert preset_shape("tiny-4", 512) == shape_for_params(1e6, 512)
-    with pytest.raises(InputError, match="unknown model preset 'comet-2b'"):
-        preset_shape("comet-2b", 512)
+    assert shape_for_params(119e6, 8191) == a
 
 
 def test_model_ladder_shape_for_compute_is_6nd():

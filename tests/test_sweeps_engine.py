@@ -88,7 +88,7 @@ def check_results(out: Path, expected_ids: set[str], isoflop: bool = True) -> pd
 def test_sweep_runs_every_run_once_and_a_rerun_touches_nothing(tmp_path, store, local_ray, run_cli):
     from sweeps.engine import run_sweep
 
-    grid = REPO / "sweeps" / "smoke.toml"  # 2 budgets x 3 widths
+    grid = REPO / "sweeps" / "grids" / "smoke.toml"  # 2 budgets x 3 widths
     out = tmp_path / "sweep"
     status = run_sweep(grid, out, data=store, num_cpus=2, progress=False)
     assert status["counts"]["finished"] == 6 and status["results_rows"] == 6
@@ -223,7 +223,7 @@ def test_sweep_on_a_multi_node_cluster_joined_by_address(tmp_path, store, loopba
 
 
 def test_wsd_branches_match_a_standalone_wsd_run(tmp_path, store, local_ray):
-    from scaling.trainer import train_run
+    from scaling.train.trainer import train_run
     from sweeps.engine import run_sweep
 
     grid = write_grid(

@@ -10,7 +10,7 @@ from sweep_builders import tiny_store, write_grid
 
 from models.accounting import count_params
 from models.ladder import family_shape
-from scaling.errors import InputError
+from scaling.common.errors import InputError
 from sweeps.expand import expand_grid
 from sweeps.grid import load_grid
 from sweeps.plan import hardware_profile, make_plan
@@ -174,9 +174,9 @@ def test_plan_json_and_errors_on_the_command_line(tmp_path, store, run_cli):
 
 def test_shipped_grids_validate_and_comet_is_costed_in_gpu_hours(tmp_path, store, run_cli):
     for name in ("smoke", "quickstart"):
-        expansion = expand_grid(load_grid(REPO / "sweeps" / f"{name}.toml", data=store))
+        expansion = expand_grid(load_grid(REPO / "sweeps" / "grids" / f"{name}.toml", data=store))
         assert len(expansion.runs) >= 6
-    code, out, err = run_cli("sweep", "plan", REPO / "sweeps" / "comet.toml", "--hardware", "h100", "--json")
+    code, out, err = run_cli("sweep", "plan", REPO / "sweeps" / "grids" / "comet.toml", "--hardware", "h100", "--json")
     assert code == 0, err
     plan = json.loads(out)
     assert plan["vocab_size"] >= 7000 and plan["seq_len"] == 8192
@@ -190,7 +190,7 @@ def test_shipped_grids_validate_and_comet_is_costed_in_gpu_hours(tmp_path, store
     sizes = [r["params"] for r in plan["runs"]]
     assert min(sizes) < 62e6 and max(sizes) > 5e8
     h100 = hardware_profile("h100")
-    run = expand_grid(load_grid(REPO / "sweeps" / "comet.toml")).runs[-1]
+    run = expand_grid(load_grid(REPO / "sweeps" / "grids" / "comet.toml")).runs[-1]
     assert plan["runs"][-1]["est_seconds"] == pytest.approx(
         h100.run_overhead_s + run.steps * h100.step_overhead_s
         + (run.flops_detailed + 0.0) / (h100.flops_per_s * 8), rel=0.05)
@@ -201,8 +201,9 @@ def test_plan_uses_a_measured_throughput(tmp_path, store):
     slow = make_plan(expansion, hardware_profile("cpu", flops_per_s=1e6))
     fast = make_plan(expansion, hardware_profile("cpu", flops_per_s=1e12))
     assert slow["est_run_seconds"] > fast["est_run_seconds"] + 1000
-    with pytest.raises(InputError, match="--hardware 'tpu'"):
+    with pytest.raises(InputError, match="^hardware = 'tpu' is not one of") as error:
         hardware_profile("tpu")
+    assert error.value.cli_message().startswith("--hardware 'tpu' is not one of")  # what the command line says
 
 
 def test_sizes_per_budget_picks_the_widths_nearest_the_guessed_optimum(tmp_path, store):

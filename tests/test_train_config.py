@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from scaling.errors import InputError
-from scaling.run_config import load_run_config, parse_run_config
-from scaling.train_step import learning_rate_schedule
-from scaling.trainer import chunk_ends, steps_per_chunk
+from scaling.common.errors import InputError
+from scaling.train.config import load_run_config, parse_run_config
+from scaling.train.step import learning_rate_schedule
+from scaling.train.trainer import chunk_ends, steps_per_chunk
 
 BASE = {"data": "/nowhere", "model": {"d_model": 64}, "train": {"steps": 100}}
 

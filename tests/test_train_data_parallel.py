@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import json, sys
-from scaling.trainer import train_run
+from scaling.train.trainer import train_run
 import jax
 summary = train_run(json.loads(sys.argv[1]), sys.argv[2], progress=False)
 print(json.dumps({"devices": jax.device_count(), **summary}))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from train_builders import random_token_store, tiny_run_config
 
-from scaling.trainer import train_run
+from scaling.train.trainer import train_run
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,11 @@ import pytest
 from train_builders import random_token_store, tiny_run_config
 
 from models.accounting import count_params, flops_per_token
-from scaling.errors import InputError
-from scaling.run_config import parse_run_config
-from scaling.trainer import METRIC_COLUMNS, train_run
+from models.config import ModelShape
+from scaling.common.errors import InputError
+from scaling.train.config import parse_run_config
+from scaling.train.run_dir import METRIC_COLUMNS, RunDir, restore_items
+from scaling.train.trainer import train_run
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +65,9 @@ def test_train_run_checkpoint_holds_the_model_that_scored_the_val_loss(finished,
     import optax
     from flax import nnx
 
-    from scaling.batches import evaluation_batches
-    from scaling.run_model import load_trained_model
-    from scaling.token_store import TokenStore
+    from scaling.data.token_store import TokenStore
+    from scaling.train.batches import evaluation_batches
+    from scaling.train.run_dir import load_trained_model
 
     run_dir, summary = finished
     model, _, step = load_trained_model(run_dir)
@@ -110,16 +112,16 @@ def test_train_run_skips_a_finished_run_and_refuses_another_config(finished):
 
 
 def test_train_run_stops_on_a_non_finite_loss_keeping_the_checkpoint_before(store, tmp_path, monkeypatch):
-    import scaling.trainer
+    import scaling.train.trainer
 
-    class PoisonedSampler(scaling.trainer.WindowSampler):
+    class PoisonedSampler(scaling.train.trainer.WindowSampler):
         """From step 7 on (the 8th step), token ids past the vocabulary: embeddings of NaN."""
 
         def batch(self, step):
             windows, mask = super().batch(step)
             return (windows + 1000 if step >= 7 else windows), mask
 
-    monkeypatch.setattr(scaling.trainer, "WindowSampler", PoisonedSampler)
+    monkeypatch.setattr(scaling.train.trainer, "WindowSampler", PoisonedSampler)
     summary = train_run(tiny_run_config(store), tmp_path / "run", progress=False)
     assert summary["status"] == "diverged"
     assert summary["diverged_at_step"] == 8
@@ -129,3 +131,84 @@ def test_train_run_stops_on_a_non_finite_loss_keeping_the_checkpoint_before(stor
     assert checkpoints == [6]
     metrics = pd.read_parquet(tmp_path / "run" / "metrics.parquet")
     assert metrics["step"].tolist() == [3, 6] and np.isfinite(metrics["train_loss"]).all()
+
+
+def test_run_dir_reads_what_the_trainer_wrote(finished):
+    run_dir, summary = finished
+    run = RunDir(run_dir)
+    assert run.is_run() and run.status == "finished" and run.is_done() and run.read_summary() == summary
+    assert run.latest_metrics()["step"] == 12 and run.latest_metrics()["val_loss"] == summary["val_loss"]
+    assert run.checkpoint_steps() == [6, 12]
+    assert run.read_config() == parse_run_config(tiny_run_config(run.read_config().data))
+    assert RunDir(run_dir / "nowhere").status is None and RunDir(run_dir / "nowhere").latest_metrics() is None
+
+
+def test_a_model_loads_from_its_parameters_alone(finished, monkeypatch):
+    """The checkpoint holds the parameters and the optimizer state as separate items; loading for inference
+    reads the parameters only and builds no optimizer."""
+    import scaling.train.step
+
+    run_dir, _ = finished
+    run = RunDir(run_dir)
+    assert {"params", "opt_state"} <= {p.name for p in run.checkpoint_path(12).iterdir()}
+
+    def no_optimizer(*args, **kwargs):
+        raise AssertionError("an optimizer was built to load a model")
+
+    monkeypatch.setattr(scaling.train.step, "make_optimizer", no_optimizer)
+    monkeypatch.setattr(scaling.train.step, "learning_rate_schedule", no_optimizer)
+    model, config, step = run.load_model()
+    assert step == 12 and model.shape == run.read_shape()
+
+
+def _train_state(record: dict):
+    """A fresh {params, opt_state} of a run record's config, as the trainer builds it."""
+    from scaling.train.step import init_model, learning_rate_schedule, make_optimizer
+
+    config = parse_run_config(record["config"])
+    shape = ModelShape.from_dict(record["shape"])
+    _, params = init_model(shape, config.seed)
+    t = config.train
+    schedule = learning_rate_schedule(t.schedule, t.lr, config.total_steps, config.warmup_steps, t.min_lr_ratio,
+                                      t.cooldown_fraction)
+    tx = make_optimizer(schedule, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip)
+    return {"params": params, "opt_state": tx.init(params)}
+
+
+def test_a_checkpoint_of_the_earlier_one_item_layout_loads_and_resumes(finished, tmp_path):
+    """Run directories written before parameters and optimizer state became separate items still load, and
+    resume to the same end."""
+    import shutil
+
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    run_dir, summary = finished
+    run, old = RunDir(run_dir), RunDir(tmp_path / "old")
+    old.path.mkdir()
+    shutil.copy(run.config_path, old.config_path)
+    abstract = _train_state(run.read_record())
+    with run.checkpoint_manager() as manager:
+        state = restore_items(manager, 6, abstract)
+    with ocp.CheckpointManager(old.checkpoints_path) as manager:
+        manager.save(6, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+    assert (old.checkpoint_path(6) / "default").is_dir()
+    metrics = run.read_metrics()
+    old.write_metrics(metrics[metrics["step"] <= 6].to_dict("records"))
+
+    model, _, step = old.load_model()
+    assert step == 6
+    for a, b in zip(jax.tree.leaves(nnx_params(model)), jax.tree.leaves(state["params"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    config = tiny_run_config(run.read_config().data)
+    resumed = train_run(config, old.path, progress=False)
+    assert {**resumed, "tokens_per_s": None} == {**summary, "tokens_per_s": None}
+
+
+def nnx_params(model):
+    from flax import nnx
+
+    return nnx.split(model, nnx.Param)[1]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.token_store import write_token_store
-from scaling.vocab import EOS, PAD, Vocabulary
+from scaling.data.token_store import write_token_store
+from scaling.data.vocab import EOS, PAD, Vocabulary
 
 
 def random_token_store(path: Path, n_codes: int = 97, patients: dict | None = None, seed: int = 0) -> Path:

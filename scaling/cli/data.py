@@ -28,10 +28,15 @@ def tokenize(
 
       scaling data tokenize /data/mimic_iv_meds --out runs/mimic_tokens --min-count 10 --json
     """
-    from scaling.tokenizer import TokenizerSettings, tokenize_dataset
+    # Imported here, not at the top, to keep `scaling --help` and the other commands quick to start.
+    from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
+    from scaling.synth.generate import world_settings
+    from scaling.synth.replay import entropy_floor_stats
 
     settings = TokenizerSettings(min_count=min_count, n_value_bins=value_bins)
-    stats = tokenize_dataset(meds_dir, out, settings, overwrite=overwrite)
+    # A synthetic cohort's token store also gets the generator's exact entropy floor.
+    floor = entropy_floor_stats if world_settings(meds_dir) is not None else None
+    stats = tokenize_dataset(meds_dir, out, settings, overwrite=overwrite, extra_stats=floor)
     if json_output:
         print_json(stats)
         return
@@ -69,8 +74,9 @@ def synth(
 
       scaling data synth --preset test --out /tmp/cohort --json
     """
-    from scaling.errors import InputError
-    from scaling.synth_cohort import PRESETS, generate_cohort
+    # Imported here, not at the top, to keep `scaling --help` and the other commands quick to start.
+    from scaling.common.errors import InputError
+    from scaling.synth.generate import PRESETS, generate_cohort
 
     if preset is not None:
         if preset not in PRESETS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from scaling.cli.app import app
 from scaling.cli.output import print_json, stderr_console
@@ -41,9 +42,10 @@ def simulate(
 
       scaling simulate runs/final --tasks synth --prediction discharge --horizon-days 30 --out runs/discharge
     """
-    from scaling.errors import InputError
-    from scaling.simulate import SimulationSettings, simulate_run
-    from scaling.tasks import PredictionRule, load_tasks
+    # Lazy: start-up time (JAX and the evaluation stack load only for the command that runs).
+    from scaling.common.errors import InputError
+    from scaling.evaluate.simulate import SimulationSettings, simulate_run
+    from scaling.evaluate.tasks import PredictionRule, load_tasks
 
     if samples < 1 or patients < 1 or max_new_tokens < 1:
         raise InputError("--samples, --patients and --max-new-tokens must be 1 or more")
@@ -103,30 +105,27 @@ def evaluate(
 
       scaling evaluate runs/sweeps/quickstart --samples 8 --out runs/sweep-eval
     """
-    from scaling.errors import InputError
-    from scaling.evaluate import (
+    # Lazy: start-up time (JAX and the evaluation stack load only for the command that runs).
+    from scaling.common.atomic import refuse_existing
+    from scaling.data.token_store import TokenStore, meds_dir_of_store
+    from scaling.evaluate.evaluation import (
         Evaluation,
         EvaluationSettings,
         expand_run_dirs,
         json_report,
-        meds_dir_of_store,
         write_evaluation,
     )
-    from scaling.run_config import parse_run_config
-    from scaling.run_model import read_run_record
-    from scaling.tasks import load_tasks
+    from scaling.evaluate.tasks import load_tasks
+    from scaling.train.run_dir import RunDir
 
     console = stderr_console()
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
     task_list = load_tasks(tasks)
     runs = expand_run_dirs(run_dirs)
-    if out is not None and out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    if out is not None:
+        refuse_existing(out, overwrite)
     if meds is None:
-        from scaling.token_store import TokenStore
-
-        config = parse_run_config(read_run_record(runs[0])["config"], source=str(runs[0] / "config.json"))
-        meds = meds_dir_of_store(TokenStore.open(config.data))
+        meds = meds_dir_of_store(TokenStore.open(RunDir(runs[0]).read_config().data))
     settings = EvaluationSettings(patients=patients, samples=samples, train_patients=train_patients,
                                   baselines=baselines, oracle=oracle, oracle_samples=oracle_samples,
                                   bootstrap=bootstrap, min_positives=min_positives, seed=seed,
@@ -149,8 +148,6 @@ def evaluate(
 
 def print_report(report: dict, console) -> None:
     """One table per task: model, baselines and oracle side by side, with 95% intervals."""
-    from rich.table import Table
-
     run = report["run"]
     console.print(f"run {run['run_dir']} (step {run['checkpoint_step']}, N={run['params']}, C={run['flops']}, "
                   f"val loss {run['val_loss']}) | K = {report['samples']} futures per patient | simulation "

@@ -45,7 +45,7 @@ def final(
 
       scaling final /shared/sweep/results.parquet --compute 1e20 --address HEAD:6379 --hosts 4 --gpus 8 --cpus 32
     """
-    from scaling.final import cluster_for, final_run
+    from scaling.pipeline.final import cluster_for, final_run  # lazy: start-up time (the fit and training stack)
 
     cluster = cluster_for(address, hosts, gpus, cpus)
     out = out or Path(results).parent / f"final-{compute:.3g}"
@@ -63,7 +63,7 @@ def final(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),
     patients: int = typer.Option(None, help="Cohort size (default: the demo preset)."),
-    grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: sweeps/quickstart.toml)."),
+    grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: sweeps/grids/quickstart.toml)."),
 ) -> None:
     """The main job end to end: cohort, tokens, quickstart sweep on local Ray, fits, recommendation, final
     run, downstream evaluation, report (runs/demo/report.md). Re-running reuses everything finished.
@@ -74,7 +74,7 @@ def demo(
 
       scaling demo --out /tmp/demo --patients 5000
     """
-    from scaling.demo import DEMO_PATIENTS, run_demo
+    from scaling.pipeline.demo import DEMO_PATIENTS, run_demo  # lazy: start-up time (the whole pipeline)
 
     console = stderr_console()
     run_demo(out, patients or DEMO_PATIENTS, grid=grid, log=lambda m: console.print(m, highlight=False))

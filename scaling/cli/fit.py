@@ -1,9 +1,10 @@
-"""`scaling fit`, `scaling recommend`, `scaling plot` and `scaling bench fit`: from a results table to power
+"""`scaling fit`, `scaling recommend` and `scaling plot`: from a results table to power
 laws, a compute-optimal recommendation (and the final run's config), and the standard figures.
 The work is done in `analysis`; this module parses options and prints."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -11,9 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from scaling.cli.app import app, bench_app
+from scaling.cli.app import app
 from scaling.cli.output import print_json, stderr_console
-from scaling.errors import InputError
+from scaling.common.errors import InputError
+
+# Each command imports its stage inside the function, so `scaling --help` starts without JAX or Ray.
 
 APPROACH_NAMES = {"1": "approach1", "2": "approach2", "3": "approach3"}
 
@@ -37,6 +40,11 @@ def parse_approaches(text: str) -> tuple[str, ...]:
     if not names:
         raise InputError("--approach: empty; expected a list of 1, 2, 3")
     return tuple(names)
+
+
+def _check_compute(value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InputError(f"--compute: {value} is not a positive number of FLOPs")
 
 
 def _check_non_negative(option: str, value: int | None) -> None:
@@ -91,6 +99,7 @@ def fit_command(
     """
     _check_non_negative("--bootstrap", bootstrap)
     _check_non_negative("--holdout", holdout)
+    _check_compute(compute)
     approaches = parse_approaches(approach)
     table = _load(results, curves)
     report = _fit_with_progress(
@@ -132,15 +141,14 @@ def recommend_command(
       scaling recommend results.csv --compute 3e19 --data runs/tokens --config-out final.toml --json
     """
     from analysis.recommend import final_run_settings, recommend_compute_optimal, run_config_toml
-    from scaling.atomic import write_file_atomic
+    from scaling.common.atomic import write_file_atomic
 
-    if not compute > 0:
-        raise InputError(f"--compute: {compute} is not a positive number of FLOPs")
+    _check_compute(compute)
     for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
         if value is not None and value < 1:
             raise InputError(f"{option}: {value} is not a positive integer")
-    if not lr > 0:
-        raise InputError(f"--lr: {lr} is not positive")
+    if not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"--lr: {lr} is not a positive number")
     _check_non_negative("--bootstrap", bootstrap)
     (chosen,) = parse_approaches(approach)
     table = _load(results, curves)
@@ -167,7 +175,8 @@ def recommend_command(
 @app.command("plot")
 def plot_command(
     results: Path = RESULTS_ARGUMENT,
-    out: Path = typer.Option(..., "--out", help="directory for the figures (replaced atomically)", show_default=False),
+    out: Path = typer.Option(..., "--out", help="directory for the figures (written atomically)", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it holds something (never an input)"),
     compute: float | None = typer.Option(None, "--compute", help="target budget to extrapolate to, in FLOPs"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the approach-3 bands (0: none)"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
@@ -182,54 +191,25 @@ def plot_command(
 
       scaling plot runs/sweep/results.parquet --out runs/sweep/figures
 
-      scaling plot results.csv --out figures --compute 1e20 --bootstrap 500
+      scaling plot results.csv --out figures --compute 1e20 --bootstrap 500 --overwrite
     """
-    import json
-
     from analysis.plots import write_standard_figures
-    from scaling.atomic import atomic_directory
+    from scaling.common.atomic import atomic_directory, refuse_existing
+    from scaling.common.jsonable import dumps
 
     _check_non_negative("--bootstrap", bootstrap)
-    if compute is not None and not compute > 0:
-        raise InputError(f"--compute: {compute} is not a positive number of FLOPs")
+    _check_compute(compute)
+    refuse_existing(out, overwrite, inputs=[p for p in (results, curves) if p is not None])
     table = _load(results, curves)
     report = _fit_with_progress(table, False, bootstrap=bootstrap, compute=compute, seed=seed)
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_standard_figures(report, tmp, compute)
-        (tmp / "fit.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        (tmp / "fit.json").write_text(dumps(report.to_json(), indent=1) + "\n")
     console = stderr_console()
     for warning in report.warnings:
         console.print(f"[yellow]warning[/]: {warning}", highlight=False)
     Console().print(f"wrote {len(written)} figures and fit.json to {out}", highlight=False)
 
-
-@bench_app.command("fit")
-def bench_fit_command(
-    naive_starts: int = typer.Option(8, "--naive-starts", help="grid points the naive reference is timed on"),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="resamples in the timed bootstrap"),
-    data: Path | None = typer.Option(None, "--data", help="Chinchilla CSV [default: ../shared/data, else synthetic]"),
-    json_output: bool = JSON_OPTION,
-) -> None:
-    """Time approach 3 (full initialisation grid) and a bootstrap against a naive SciPy reference.
-
-    The reference runs numeric-gradient L-BFGS-B per starting point, timed on a subset of the grid and scaled.
-
-    Examples:
-
-      scaling bench fit
-
-      scaling bench fit --naive-starts 20 --bootstrap 1000 --json
-    """
-    from analysis.bench import bench_fit
-
-    if naive_starts < 1 or bootstrap < 1:
-        raise InputError("--naive-starts and --bootstrap: expected positive integers")
-    console = stderr_console()
-    result = bench_fit(data=data, naive_starts=naive_starts, bootstrap=bootstrap, log=console.print)
-    if json_output:
-        print_json(result)
-    else:
-        Console().print(result)
 
 
 def _number(value) -> str:

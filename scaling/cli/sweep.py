@@ -9,13 +9,15 @@ import typer
 from scaling.cli.app import app
 from scaling.cli.output import print_json, stderr_console
 
+# Each command imports its stage inside the function, so `scaling --help` starts without JAX or Ray.
+
 sweep_app = typer.Typer(help="Sweep grids: plan, run on Ray, and follow a scaling study.", no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
 
 
 @sweep_app.command("plan")
 def plan(
-    grid: Path = typer.Argument(..., help="A grid file (sweeps/*.toml)."),
+    grid: Path = typer.Argument(..., help="A grid file (sweeps/grids/*.toml)."),
     data: Path = typer.Option(None, help="Token store to use instead of the grid's `data`."),
     hardware: str = typer.Option("cpu", help="Hardware profile for the time estimate: cpu, h100, h200, a100."),
     flops_per_s: float = typer.Option(None, "--flops-per-s", help="Measured FLOP/s per device, detailed count "
@@ -30,9 +32,9 @@ def plan(
 
     Examples:
 
-      scaling sweep plan sweeps/quickstart.toml
+      scaling sweep plan sweeps/grids/quickstart.toml
 
-      scaling sweep plan sweeps/comet.toml --hardware h100 --parallel 64 --json
+      scaling sweep plan sweeps/grids/comet.toml --hardware h100 --parallel 64 --json
     """
     from sweeps.expand import expand_grid
     from sweeps.grid import load_grid
@@ -50,7 +52,7 @@ def plan(
 
 @sweep_app.command("run")
 def run(
-    grid: Path = typer.Argument(..., help="A grid file (sweeps/*.toml)."),
+    grid: Path = typer.Argument(..., help="A grid file (sweeps/grids/*.toml)."),
     out: Path = typer.Option(None, "--out", help="Sweep directory (default runs/sweeps/<grid name>)."),
     data: Path = typer.Option(None, help="Token store to use instead of the grid's `data`."),
     address: str = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
@@ -62,14 +64,14 @@ def run(
 
     Examples:
 
-      scaling sweep run sweeps/smoke.toml --data runs/tokens --out runs/sweeps/smoke
+      scaling sweep run sweeps/grids/smoke.toml --data runs/tokens --out runs/sweeps/smoke
 
-      scaling sweep run sweeps/quickstart.toml --address 10.0.0.1:6379 --max-parallel 16
+      scaling sweep run sweeps/grids/quickstart.toml --address 10.0.0.1:6379 --max-parallel 16
     """
     from sweeps.engine import run_sweep
 
     if max_parallel is not None and max_parallel < 1:
-        from scaling.errors import InputError
+        from scaling.common.errors import InputError
 
         raise InputError(f"--max-parallel {max_parallel} must be at least 1")
     status = run_sweep(grid, out, data=data, address=address, max_parallel=max_parallel, num_cpus=num_cpus,

@@ -30,14 +30,16 @@ def train(
 
       XLA_FLAGS=--xla_force_host_platform_device_count=4 scaling train run.toml --json
     """
-    from scaling.run_config import load_run_config
-    from scaling.trainer import train_run
+    # Lazy: start-up time (JAX loads only for the command that runs).
+    from scaling.train.config import load_run_config
+    from scaling.train.run_dir import FINISHED
+    from scaling.train.trainer import train_run
 
     run_config = load_run_config(config)
     summary = train_run(run_config, out or Path("runs") / config.stem, progress=not quiet)
     if json_output:
         print_json(summary)
-    return 0 if summary["status"] == "finished" else 1
+    return 0 if summary["status"] == FINISHED else 1
 
 
 @bench_app.command("train")
@@ -67,9 +69,10 @@ def bench_train(
 
       scaling bench train --d-model 768 --n-layers 12 --vocab 8192 --seq-len 1024 --batch 32 --dtype bfloat16
     """
+    # Lazy: start-up time (JAX loads only for the command that runs).
     from models.ladder import family_shape
-    from scaling.errors import InputError
-    from scaling.train_bench import bench_train as run
+    from scaling.bench.train import bench_train as run
+    from scaling.common.errors import InputError
 
     if dtype not in ("float32", "bfloat16"):
         raise InputError(f"--dtype {dtype}; expected float32 or bfloat16")

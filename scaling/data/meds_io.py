@@ -1,0 +1,183 @@
+"""Reading and writing MEDS datasets (https://github.com/Medical-Event-Data-Standard/meds).
+
+A MEDS dataset directory holds `data/**/*.parquet` (subject_id int64, time timestamp[us] or null for
+static rows, code string, numeric_value float32 nullable, optional text_value and extra columns),
+`metadata/codes.parquet`, `metadata/dataset.json` and `metadata/subject_splits.parquet`. Shards may
+be named anything and may mix splits: a subject's split comes from `subject_splits.parquet`.
+
+Anything that is not a valid dataset is refused with an InputError naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import meds
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from flexible_schema.exceptions import SchemaValidationError, TableValidationError
+
+from scaling.common.atomic import atomic_directory
+from scaling.common.errors import InputError
+
+EVENT_COLUMNS = ("subject_id", "time", "code", "numeric_value")
+# Optional column of metadata/codes.parquet: the value-bin edges the tokenizer must use for a code.
+BIN_EDGES_COLUMN = "value_bin_edges"
+
+
+@dataclass
+class MedsDataset:
+    root: Path
+    events: pa.Table  # subject_id int64, time timestamp[us] (null: static), code string, numeric_value float32
+    subject_splits: pa.Table  # subject_id int64, split string
+    codes: pa.Table | None = None  # metadata/codes.parquet when present
+    metadata: dict = field(default_factory=dict)
+
+    def bin_edges(self) -> dict[str, list[float]]:
+        """Value-bin edges given in code metadata, by code."""
+        if self.codes is None or BIN_EDGES_COLUMN not in self.codes.column_names:
+            return {}
+        out = {}
+        for code, edges in zip(self.codes["code"].to_pylist(), self.codes[BIN_EDGES_COLUMN].to_pylist()):
+            if edges:
+                out[code] = [float(e) for e in edges]
+        return out
+
+    def split_of(self, subject_ids: np.ndarray) -> np.ndarray:
+        """The split name of each subject id (every subject of the data has one: read_meds checks)."""
+        ids = self.subject_splits["subject_id"].to_numpy()
+        names = np.asarray(self.subject_splits["split"].to_pylist(), dtype=object)
+        order = np.argsort(ids)
+        return names[order][np.searchsorted(ids[order], subject_ids)]
+
+
+def read_meds(root: str | Path) -> MedsDataset:
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: no such directory; expected a MEDS dataset")
+    if not root.is_dir():
+        raise InputError(f"{root}: is a file; expected a MEDS dataset directory")
+    files = sorted((root / meds.data_subdirectory).rglob("*.parquet"))
+    if not files:
+        raise InputError(f"{root / meds.data_subdirectory}: no parquet files; expected data/**/*.parquet")
+    events = pa.concat_tables([_read_event_shard(f, root) for f in files])
+    splits = _read_subject_splits(root)
+    _check_splits_cover(events, splits, root)
+    return MedsDataset(root, events, splits, _read_codes(root), _read_dataset_json(root))
+
+
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: unreadable parquet ({str(e).splitlines()[0]})") from None
+
+
+def _read_event_shard(path: Path, root: Path) -> pa.Table:
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: unreadable parquet ({str(e).splitlines()[0]})") from None
+    columns = [c for c in EVENT_COLUMNS if c in schema.names]
+    table = _read_parquet(path, columns)
+    try:
+        table = meds.DataSchema.align(table)
+    except (SchemaValidationError, TableValidationError) as e:
+        raise InputError(f"{path}: {e}; expected the MEDS data schema (subject_id int64, time "
+                         "timestamp[us], code string, numeric_value float32)") from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InputError(f"{path}: a column cannot be cast to the MEDS data schema ({e})") from None
+    return table.select(list(EVENT_COLUMNS))
+
+
+def _read_subject_splits(root: Path) -> pa.Table:
+    path = root / meds.subject_splits_filepath
+    if not path.is_file():
+        raise InputError(f"{path}: missing; expected subject_id -> split (train, tuning, held_out)")
+    table = _read_parquet(path)
+    try:
+        table = meds.SubjectSplitSchema.align(table)
+    except (SchemaValidationError, TableValidationError) as e:
+        raise InputError(f"{path}: {e}; expected columns subject_id int64, split string") from None
+    ids, counts = np.unique(table["subject_id"].to_numpy(), return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"{path}: subject_id {ids[counts > 1][0]} appears {counts[counts > 1][0]} times; "
+                         "expected one split per subject")
+    if meds.train_split not in set(table["split"].to_pylist()):
+        raise InputError(f"{path}: no subject in split 'train'; expected train, tuning and held_out splits")
+    return table
+
+
+def _check_splits_cover(events: pa.Table, splits: pa.Table, root: Path) -> None:
+    event_ids = pc.unique(events["subject_id"])
+    missing = pc.filter(event_ids, pc.invert(pc.is_in(event_ids, splits["subject_id"])))
+    if len(missing):
+        raise InputError(
+            f"{root / meds.subject_splits_filepath}: {len(missing)} subjects of the data have no split "
+            f"(e.g. subject_id {missing[0]}); expected every subject in subject_splits.parquet"
+        )
+
+
+def _read_codes(root: Path) -> pa.Table | None:
+    path = root / meds.code_metadata_filepath
+    if not path.is_file():
+        return None
+    table = _read_parquet(path)
+    if "code" not in table.column_names:
+        raise InputError(f"{path}: missing column 'code'; expected the MEDS code metadata schema")
+    if BIN_EDGES_COLUMN in table.column_names:
+        type_ = table.schema.field(BIN_EDGES_COLUMN).type
+        if not (pa.types.is_list(type_) or pa.types.is_large_list(type_)) or not pa.types.is_floating(
+            type_.value_type
+        ):
+            raise InputError(f"{path}: column '{BIN_EDGES_COLUMN}' has type {type_}; expected list<double>")
+        for code, edges in zip(table["code"].to_pylist(), table[BIN_EDGES_COLUMN].to_pylist()):
+            if edges and (any(e is None for e in edges) or np.any(np.diff(edges) <= 0)):
+                raise InputError(f"{path}: {BIN_EDGES_COLUMN} of code '{code}' is {edges}; expected "
+                                 "strictly increasing numbers")
+    return table
+
+
+def _read_dataset_json(root: Path) -> dict:
+    path = root / meds.dataset_metadata_filepath
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_meds(
+    root: Path,
+    events: pa.Table,
+    subject_splits: pa.Table,
+    codes: pa.Table,
+    metadata: dict,
+    shard_size: int = 1_000_000,
+    overwrite: bool = False,
+) -> None:
+    """Write a MEDS dataset atomically; `events` must be sorted by subject and time.
+
+    Shards hold whole subjects (about `shard_size` rows each), as the standard requires.
+    """
+    events = meds.DataSchema.align(events)
+    with atomic_directory(Path(root), overwrite=overwrite) as tmp:
+        (tmp / "data").mkdir()
+        (tmp / "metadata").mkdir()
+        subject = events["subject_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, subject[1:] != subject[:-1]]) if len(subject) else np.array([0])
+        cut_rows = [0]
+        for s in starts[1:]:
+            if s - cut_rows[-1] >= shard_size:
+                cut_rows.append(int(s))
+        cut_rows.append(len(events))
+        for i, (a, b) in enumerate(zip(cut_rows[:-1], cut_rows[1:])):
+            pq.write_table(events.slice(a, b - a), tmp / "data" / f"{i}.parquet")
+        pq.write_table(meds.SubjectSplitSchema.align(subject_splits), tmp / meds.subject_splits_filepath)
+        pq.write_table(codes, tmp / meds.code_metadata_filepath)
+        (tmp / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2) + "\n")

@@ -1,0 +1,67 @@
+"""Metrics of one estimator on one task, with scikit-learn, and paired bootstrap intervals.
+
+binary:   auroc, auprc (average precision), brier, calibration_error (expected calibration error over
+          10 quantile bins of the estimate), calibration_in_the_large (mean estimate - prevalence)
+count, duration: mae, bias (mean estimate - mean label)
+
+Intervals are percentile intervals (2.5 %, 97.5 %) over `n_bootstrap` resamples of the prediction rows;
+every estimator of a task is scored on the same resamples, so their intervals can be compared. AUROC
+and AUPRC are left out (None, with a warning) when the task has fewer than `min_positives` positives
+or negatives: an AUROC over three positives means nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, mean_absolute_error, roc_auc_score
+
+PRIMARY_METRIC = {"binary": "auroc", "count": "mae", "duration": "mae"}
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: the row-weighted mean |mean label - mean estimate| over quantile bins."""
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    bins = np.searchsorted(edges, p, side="right")
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    gap = np.abs(np.bincount(bins, weights=y, minlength=len(counts)) - np.bincount(bins, weights=p,
+                                                                                   minlength=len(counts)))
+    return float(gap.sum() / len(y))
+
+
+def point_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, ranking: bool = True) -> dict[str, float | None]:
+    if kind == "binary":
+        both = 0 < y.sum() < len(y)
+        p = np.clip(estimate, 0.0, 1.0)
+        return {
+            "auroc": float(roc_auc_score(y, p)) if ranking and both else None,
+            "auprc": float(average_precision_score(y, p)) if ranking and both else None,
+            "brier": float(brier_score_loss(y, p)),
+            "calibration_error": calibration_error(y, p),
+            "calibration_in_the_large": float(p.mean() - y.mean()),
+        }
+    return {"mae": float(mean_absolute_error(y, estimate)), "bias": float(estimate.mean() - y.mean())}
+
+
+def bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """(n_bootstrap, n) row indices drawn with replacement; shared by every estimator of a task."""
+    if n == 0:
+        return np.zeros((0, 0), np.int64)
+    return np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
+
+
+def task_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, resamples: np.ndarray,
+                 min_positives: int = 10) -> dict:
+    """Point metrics and their bootstrap intervals: {"auroc": x, ..., "ci": {"auroc": [lo, hi], ...}}."""
+    ranking = kind != "binary" or min(y.sum(), len(y) - y.sum()) >= min_positives
+    out: dict = point_metrics(kind, y, estimate, ranking)
+    draws: dict[str, list[float]] = {k: [] for k, v in out.items() if v is not None}
+    for rows in resamples:
+        yb = y[rows]
+        if kind == "binary" and not 0 < yb.sum() < len(yb):
+            continue  # a resample with one class has no AUROC; skip it for every metric
+        for name, value in point_metrics(kind, yb, estimate[rows], ranking).items():
+            if name in draws and value is not None:
+                draws[name].append(value)
+    out["ci"] = {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) >= 10 else None
+                 for name, v in draws.items()}
+    return out

@@ -1,0 +1,114 @@
+"""`scaling demo` (`make demo`): the main job end to end on embedded defaults, reusing what is done.
+
+    cohort (synthetic MEDS) -> token store -> quickstart IsoFLOP sweep on local Ray -> fits, bootstrap,
+    backtest, figures -> recommendation at a budget several times the sweep's largest -> the final run
+    -> downstream evaluation of the final run and of each budget's best sweep run (simulated futures
+    against baselines and the oracle) -> runs/demo/report.md (scaling.pipeline.report)
+
+Each stage writes its own directory and is skipped when that directory is complete, so re-running
+after an interruption redoes nothing that finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import sweeps
+from analysis.fit_report import fit_all
+from analysis.plots import write_standard_figures
+from analysis.results_table import load_results
+from scaling.common.atomic import atomic_directory, write_file_atomic, write_json_atomic
+from scaling.common.jsonable import jsonable
+from scaling.data.tokenizer import tokenize_dataset
+from scaling.evaluate.evaluation import Evaluation, EvaluationSettings, write_evaluation
+from scaling.evaluate.tasks import load_tasks
+from scaling.pipeline.final import final_run
+from scaling.pipeline.report import demo_report
+from scaling.synth.generate import generate_cohort
+from scaling.synth.replay import entropy_floor_stats
+from scaling.train.run_dir import FINISHED
+from sweeps.engine import run_sweep
+from sweeps.grid import load_grid
+
+DEMO_PATIENTS = 60_000
+FINAL_MULTIPLE = 3.0  # the final run's budget, in multiples of the sweep's largest budget
+BOOTSTRAP = 200
+# Downstream evaluation: held-out patients per prediction rule, futures per patient, baseline train set.
+EVAL_PATIENTS = 300
+EVAL_SAMPLES = 32  # rare outcomes need many futures: at K = 8 most patients' estimates are 0
+EVAL_TRAIN_PATIENTS = 10_000
+
+
+def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid: Path | None = None,
+             final_multiple: float = FINAL_MULTIPLE, log=print) -> dict:
+    root = Path(root)
+    grid_path = Path(grid or Path(sweeps.__file__).parent / "grids" / "quickstart.toml")
+    started = time.perf_counter()
+    timings = {}
+
+    def stage(name: str, done: bool, work) -> None:
+        if done:
+            log(f"{name}: done before, reused")
+            return
+        t = time.perf_counter()
+        work()
+        timings[name] = round(time.perf_counter() - t, 1)
+        log(f"{name}: {timings[name]} s")
+
+    cohort, tokens, sweep_dir = root / "cohort", root / "tokens", root / "sweep"
+    stage("cohort", cohort.exists(), lambda: generate_cohort(cohort, patients, seed=0, log=log))
+    stage("tokens", tokens.exists(), lambda: tokenize_dataset(cohort, tokens, extra_stats=entropy_floor_stats))
+    stage("sweep", False, lambda: run_sweep(grid_path, sweep_dir, data=tokens))
+
+    grid = load_grid(grid_path, tokens)
+    final_compute = final_multiple * max(grid.axes.budgets)
+    results = sweep_dir / "results.parquet"
+    fit_path = root / "fit.json"
+
+    report = None
+
+    def fit_stage() -> None:
+        nonlocal report
+        report = fit_all(load_results(results), bootstrap=BOOTSTRAP, compute=final_compute)
+        with atomic_directory(root / "figures", overwrite=True) as tmp:
+            write_standard_figures(report, tmp, final_compute)
+        write_json_atomic(fit_path, jsonable(report.to_json()))
+
+    stage("fit", fit_path.exists() and (root / "figures").exists(), fit_stage)
+    prediction = final_run(results, final_compute, root / "final", bootstrap=BOOTSTRAP, report=report, log=log)
+    recommendation = json.loads((root / "final" / "recommendation.json").read_text())["recommendation"]
+    write_json_atomic(root / "recommendation.json", recommendation)
+    evaluation_dir = root / "evaluation"
+    stage("evaluation", (evaluation_dir / "evaluation.json").is_file(),
+          lambda: evaluate_demo_runs(cohort, [*best_run_per_budget(sweep_dir), root / "final"], evaluation_dir, log))
+    stats = json.loads((tokens / "stats.json").read_text())
+    fit = json.loads(fit_path.read_text())
+    evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation)
+    write_file_atomic(root / "report.md", report)
+    log(f"report: {root / 'report.md'} ({time.perf_counter() - started:.0f} s)")
+    return {"root": str(root), "prediction": prediction, "timings": timings}
+
+
+def best_run_per_budget(sweep_dir: Path) -> list[Path]:
+    """The lowest-loss finished run of each budget of a sweep, smallest budget first."""
+    results = pd.read_parquet(sweep_dir / "results.parquet")
+    results = results[results["status"] == FINISHED].dropna(subset=["budget", "loss"])
+    best = results.loc[results.groupby("budget")["loss"].idxmin()].sort_values("budget")
+    return [sweep_dir / "runs" / run_id for run_id in best["run_id"]]
+
+
+def evaluate_demo_runs(cohort: Path, runs: list[Path], out: Path, log=print) -> None:
+    """Score every run on the shipped synthetic tasks, on the same patients, and write `out`."""
+    settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, oracle_samples=EVAL_SAMPLES,
+                                  train_patients=EVAL_TRAIN_PATIENTS, bootstrap=BOOTSTRAP)
+    evaluation = Evaluation(cohort, load_tasks("synth"), settings, log=log)
+    reports = []
+    for run in runs:
+        reports.append(evaluation.evaluate_run(run))
+        log(f"evaluated {run} ({reports[-1]['simulation']['seconds']} s of simulation)")
+    write_evaluation(out, reports, overwrite=True)

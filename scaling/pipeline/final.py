@@ -1,0 +1,299 @@
+"""`scaling final`: train the compute-optimal model a results table recommends, and compare the loss
+the fit predicted with the loss the run reaches.
+
+The final run copies the training settings of the sweep that made the table (batch size, context,
+learning rate, schedule, window mode, evaluation set), read from one of its runs' config.json, so the
+prediction and the run are about the same quantity. Only the shape and the token budget change.
+The run directory gets the regular trainer files plus `recommendation.json` (what the fit said) and
+`prediction.json` (predicted loss with its interval, actual loss, relative error). Re-running resumes
+the run from its last checkpoint and never refits a recommendation it already wrote.
+
+Where it trains: in this process on all local devices, or, given a `Cluster`, as Ray tasks on that cluster:
+one task with the requested CPUs and GPUs, or one per node (a STRICT_SPREAD placement group) that join
+one JAX program with `jax.distributed.initialize`. This process fits and writes recommendation.json and
+prediction.json either way; the tasks only train, so the run directory must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.fit_report import fit_all
+from analysis.loss_law import LAW_KEYS, LossLaw
+from analysis.recommend import final_run_settings, recommend_compute_optimal
+from analysis.results_table import load_results
+from scaling.common.atomic import write_json_atomic
+from scaling.common.errors import InputError
+from scaling.data.token_store import TokenStore
+from scaling.train.run_dir import RunDir
+from sweeps.cluster import connect_ray, runtime_env, worker_env
+
+# Train settings the final run takes from the sweep; the rest follows from the new token budget.
+COPIED_TRAIN_KEYS = ("batch_size", "seq_len", "lr", "schedule", "cooldown_fraction", "min_lr_ratio", "weight_decay",
+                     "beta1", "beta2", "grad_clip", "eval_tokens", "window_mode", "dtype", "steps_per_dispatch",
+                     "log_every")
+
+
+def sweep_train_settings(results: Path) -> tuple[dict, str | None]:
+    """The [train] table and data path of a run of the sweep that wrote `results` (empty if none found)."""
+    runs = sorted(Path(results).parent.glob("runs/*"))
+    for run in (RunDir(path) for path in runs):
+        if not run.is_run():
+            continue
+        record = run.read_record()
+        config = record.get("config", record)
+        return {k: v for k, v in config.get("train", {}).items() if k in COPIED_TRAIN_KEYS}, config.get("data")
+    return {}, None
+
+
+def recommendation_for(results: Path, compute: float, data: str | None, bootstrap: int, approach: str,
+                       report=None, log=print) -> tuple[dict, dict]:
+    """Fit the table (unless given its fit report) and return (recommendation JSON, run config dict)."""
+    train, sweep_data = sweep_train_settings(results)
+    data = data or sweep_data
+    if data is None:
+        raise InputError(f"{results}: no sweep run configs beside it to take the data path from; pass data TOK_DIR",
+                         field="data")
+    store = TokenStore.open(data)
+    seq_len = int(train.get("seq_len", 128))
+    if report is None:
+        log(f"fitting {results} (bootstrap {bootstrap}) for the compute-optimal model at C = {compute:.3g} FLOPs")
+        report = fit_all(load_results(results), bootstrap=bootstrap, compute=compute)
+    rec = recommend_compute_optimal(report, compute, approach, vocab_size=store.vocab.size, seq_len=seq_len)
+    if rec.get("shape") is None or rec.get("tokens") is None:
+        raise InputError(f"{results}: no recommendation at C = {compute:.3g}: {'; '.join(rec.get('warnings', []))}")
+    settings = final_run_settings(rec["tokens"], seq_len=seq_len, batch_size=int(train.get("batch_size", 16)),
+                                  lr=float(train.get("lr", 3e-3)))
+    model = {k: rec["shape"][k] for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}
+    config = {"data": str(Path(data).absolute()), "seed": 0, "model": model, "train": {**train, **settings}}
+    law = report.to_json().get("approach3")
+    if law:
+        rec["law"] = {k: law[k] for k in LAW_KEYS}
+    return rec, config
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A Ray cluster to train the final run on, and what each of its `hosts` tasks takes there."""
+
+    address: str
+    hosts: int = 1
+    gpus: int = 0
+    cpus: int = 1
+
+
+def cluster_for(address: str | None, hosts: int = 1, gpus: int | None = None,
+                cpus: int | None = None) -> Cluster | None:
+    """The cluster the arguments ask for, or None to train in this process."""
+    for name, value, least in (("hosts", hosts, 1), ("gpus", gpus, 0), ("cpus", cpus, 1)):
+        if value is not None and value < least:
+            raise InputError(f"{name} = {value}: expected an integer >= {least}", field=name)
+    if not address:
+        for name, value, default in (("hosts", hosts, 1), ("gpus", gpus, None), ("cpus", cpus, None)):
+            if value != default:
+                raise InputError(f"{name} = {value} is for a run on a Ray cluster and needs address = ADDR (or "
+                                 "RAY_ADDRESS); without it the final run trains in this process on all local devices",
+                                 field=(name, "address"))
+        return None
+    return Cluster(address, hosts, gpus or 0, cpus or 1)
+
+
+def final_run(results: str | Path, compute: float, out: str | Path, *, data: str | None = None, bootstrap: int = 200,
+              approach: str = "approach3", report=None, log=print, progress: bool = True,
+              cluster: Cluster | None = None) -> dict:
+    """Train the recommendation at `compute` into `out` (here, or on `cluster`) and write prediction.json."""
+    out = Path(out)
+    with connected(cluster) if cluster else contextlib.nullcontext():
+        rec, config = saved_recommendation(results, compute, out, data, bootstrap, approach, report, log)
+        shape = rec["shape"]
+        log(f"final run: N = {rec['params']:.3g} (ladder shape d_model {shape['d_model']}, {shape['n_layers']} "
+            f"layers), D = {rec['tokens']:.3g} tokens, predicted loss {rec['predicted_loss']:.4f}")
+        if cluster:
+            summary = train_on_cluster(config, out, cluster, log)
+        else:
+            from scaling.train.trainer import train_run  # lazy: JAX starts here (see train_task)
+
+            summary = train_run(config, out, progress=progress)
+    prediction = prediction_record(compute, rec, summary)
+    write_json_atomic(out / "prediction.json", prediction)
+    return prediction
+
+
+def saved_recommendation(results, compute: float, out: Path, data, bootstrap: int, approach: str, report,
+                         log) -> tuple[dict, dict]:
+    """The recommendation and run config in out/recommendation.json, made (and written) if missing."""
+    rec_path = out / "recommendation.json"
+    if rec_path.is_file():
+        saved = json.loads(rec_path.read_text())
+        rec, config = saved["recommendation"], saved["config"]
+        if rec["compute"] != compute:
+            raise InputError(f"{rec_path}: was made for C = {rec['compute']:.3g}, not {compute:.3g}; use another out",
+                             field="out")
+        log(f"reusing {rec_path}")
+        return rec, config
+    rec, config = recommendation_for(Path(results), compute, data, bootstrap, approach, report, log)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(rec_path, {"results": str(results), "recommendation": rec, "config": config})
+    return rec, config
+
+
+def prediction_record(compute: float, rec: dict, summary: dict) -> dict:
+    # The ladder's shape and whole steps move N and D a little off the recommendation: the law is asked
+    # again at the run's own N and D, which is the prediction the run tests.
+    actual = summary.get("val_loss")
+    law = rec.get("law")
+    predicted = (float(LossLaw.from_json(law).loss(summary["params"], summary["tokens"])) if law
+                 else rec["predicted_loss"])
+    return {
+        "compute": compute,
+        "approach": rec["approach"],
+        "predicted_loss": predicted,
+        "predicted_loss_at_recommendation": rec["predicted_loss"],
+        "predicted_loss_ci": rec["ci"].get("predicted_loss"),
+        "actual_loss": actual,
+        "relative_error": None if actual is None else (actual - predicted) / predicted,
+        "params": summary.get("params"),
+        "tokens": summary.get("tokens"),
+        "flops": summary.get("flops"),
+        "status": summary.get("status"),
+    }
+
+
+# -- on a Ray cluster ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def connected(cluster: Cluster):
+    """Joined to the cluster, checked to have the nodes the run needs, for the duration."""
+    import ray  # lazy: start-up time (only a run on a cluster needs Ray)
+
+    connect_ray(cluster.address, quiet=True)
+    try:
+        check_fits(cluster, ray.cluster_resources(), ray.nodes())
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_fits(cluster: Cluster, total: dict, nodes: list[dict]) -> None:
+    """Fail now, in one line, where Ray would wait forever for resources the cluster does not have."""
+    if cluster.gpus and not total.get("GPU"):
+        raise InputError(f"gpus = {cluster.gpus}: the Ray cluster at {cluster.address} has no GPU "
+                         f"({total.get('CPU', 0):g} CPUs, 0 GPUs); on a CPU cluster leave gpus out", field="gpus")
+    fit = [node for node in nodes if node.get("Alive") and node["Resources"].get("GPU", 0) >= cluster.gpus
+           and node["Resources"].get("CPU", 0) >= cluster.cpus]
+    if len(fit) < cluster.hosts:
+        raise InputError(f"hosts = {cluster.hosts} gpus = {cluster.gpus} cpus = {cluster.cpus}: the Ray cluster at "
+                         f"{cluster.address} has {len(fit)} node(s) with at least {cluster.gpus} GPU(s) and "
+                         f"{cluster.cpus} CPU(s); each host needs a node of its own", field=("hosts", "gpus", "cpus"))
+
+
+def train_on_cluster(config: dict, out: Path, cluster: Cluster, log) -> dict:
+    """Train as one Ray task per host, each on its own node; return the summary of process 0 (which wrote it)."""
+    import ray  # lazy: start-up time (only a run on a cluster needs Ray)
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    bundle = {"CPU": cluster.cpus, **({"GPU": cluster.gpus} if cluster.gpus else {})}
+    group = placement_group([bundle] * cluster.hosts, strategy="STRICT_SPREAD")
+    try:
+        log(f"waiting for {cluster.hosts} node(s) with {bundle} on the Ray cluster at {cluster.address}")
+        ray.get(group.ready())
+
+        def on_host(i: int) -> PlacementGroupSchedulingStrategy:
+            return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+
+        coordinator = None
+        if cluster.hosts > 1:
+            coordinator = ray.get(ray.remote(free_address).options(num_cpus=0, scheduling_strategy=on_host(0)).remote())
+        # One task per worker process: jax.distributed.initialize must come before anything else starts JAX there.
+        task = ray.remote(max_calls=1)(train_task)
+        refs = [task.options(num_cpus=cluster.cpus, num_gpus=cluster.gpus, max_retries=0,
+                             runtime_env=runtime_env(worker_env(cluster.cpus, cluster.gpus)),
+                             scheduling_strategy=on_host(i))
+                .remote(config, str(out.absolute()), cluster.hosts, i, coordinator)
+                for i in range(cluster.hosts)]
+        log(f"training on {cluster.hosts} Ray task(s)" + (f", JAX coordinator {coordinator}" if coordinator else ""))
+        return wait_for_tasks(refs, out, log)[0]
+    finally:
+        remove_placement_group(group)
+
+
+def wait_for_tasks(refs: list, out: Path, log, report_every: float = 60.0) -> list:
+    """The tasks' results, with the run's latest metrics row logged while they train. The first failure
+    cancels the other tasks (they would wait for a dead peer) and is raised as one line."""
+    import ray  # lazy: start-up time (only a run on a cluster needs Ray)
+
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=report_every)
+            if done:
+                ray.get(done)
+            elif (line := latest_metrics(out)) is not None:
+                log(line)
+    except Exception as e:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise one_line_error(e) from None
+    return ray.get(refs)
+
+
+def latest_metrics(run_dir: Path) -> str | None:
+    row = RunDir(run_dir).latest_metrics()
+    if row is None:  # not written yet, or being replaced
+        return None
+    return f"  step {int(row['step']):,}: train loss {row['train_loss']:.4f}, {row['tokens_per_s']:,.0f} tokens/s"
+
+
+def one_line_error(error: Exception) -> Exception:
+    """A task's InputError as itself; any other failure as one line naming the node (Ray's text has a traceback)."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, InputError):
+        return InputError(str(cause), field=cause.field)
+    where = f" on Ray node {error.ip}" if hasattr(error, "ip") else ""
+    what = cause if cause is not None else error
+    first_line = (str(what).splitlines() or [""])[0]
+    return RuntimeError(f"the final run failed{where}: {type(what).__name__}: {first_line}")
+
+
+# -- in the Ray worker -----------------------------------------------------------------------------------------
+
+
+def free_address() -> str:
+    """host:port of a free port on this node, for jax.distributed's coordinator."""
+    import ray  # lazy: start-up time (only a run on a cluster needs Ray)
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return f"{ray.util.get_node_ip_address()}:{port}"
+
+
+def train_task(config: dict, run_dir: str, hosts: int, process_id: int, coordinator: str | None) -> dict:
+    """One host's part of the final run: join the other hosts' JAX program (if any), then train."""
+    check_visible(Path(run_dir), config["data"])
+    if hosts > 1:
+        import jax  # lazy: see the import of train_run below
+
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=hosts, process_id=process_id)
+    # Lazy: a Ray worker imports this module to run this task; JAX may start only after the line above.
+    from scaling.train.trainer import train_run
+
+    return train_run(config, run_dir, progress=False)
+
+
+def check_visible(run_dir: Path, data: str) -> None:
+    """The driver wrote recommendation.json into the run directory and read the token store: a node that misses
+    either is not on their shared filesystem."""
+    node = socket.gethostname()
+    if not (run_dir / "recommendation.json").is_file():
+        raise InputError(f"out = {run_dir}: Ray node {node} does not see the run directory (no recommendation.json "
+                         "there); it must be on a filesystem every node shares, at the same path", field="out")
+    if not (Path(data) / "vocab.json").is_file():
+        raise InputError(f"data = {data}: Ray node {node} does not see the token store; it must be on a filesystem "
+                         "every node shares, at the same path")

@@ -1,0 +1,81 @@
+"""Ray plumbing shared by the sweep engine and the final run: joining a cluster (or starting a local one) and
+the environment a training worker gets.
+
+- `connect_ray(address)` joins the cluster at `address` (or RAY_ADDRESS) after checking that something
+  listens there, else starts an embedded Ray on loopback whose workers start with the run's environment.
+- `worker_env(cpus, gpus)`: thread settings a worker needs before JAX is imported there (PJRT_NPROC,
+  OMP/MKL threads, single-threaded Eigen for one CPU), so two runs on one machine do not each take every
+  core; CPU-only and shared-GPU settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from scaling.common.errors import InputError
+
+
+def worker_env(cpus: float, gpus: float) -> dict[str, str]:
+    """Environment of a training worker: its thread pools sized to the task's CPUs."""
+    threads = str(max(1, int(cpus)))
+    env = {name: threads for name in ("PJRT_NPROC", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    flags = os.environ.get("XLA_FLAGS", "")
+    if int(threads) == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    if gpus == 0:
+        env["JAX_PLATFORMS"] = "cpu"
+    elif gpus < 1:  # runs share a GPU: none may take most of its memory up front
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return env
+
+
+def runtime_env(env: dict[str, str] | None) -> dict | None:
+    """A task's runtime_env carrying `env` (None: the worker's own environment)."""
+    return {"env_vars": env} if env else None
+
+
+def check_reachable(address: str) -> None:
+    """Fail in one line where ray.init would retry an address nothing listens on for many minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():  # "auto", "ray://...": Ray's own lookup
+        return
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise InputError(f"address = {address}: no Ray cluster answers there ({e.strerror or e}); expected the "
+                         "head node's HOST:PORT, as `ray start --head` prints it", field="address") from None
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str, str] | None = None,
+                quiet: bool = False) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start an embedded local Ray on loopback.
+
+    The embedded Ray is started with `env` in its environment, so the workers it starts ahead of the
+    first task already have the run's thread settings; returns whether tasks still need them as a
+    runtime_env (a joined cluster's workers do not inherit this process's environment). `quiet` drops
+    Ray's info lines ("Connecting to existing Ray cluster ...") from stderr."""
+    import ray  # lazy: start-up time of the commands that import this module without using Ray
+
+    level = {"logging_level": logging.WARNING} if quiet else {}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_reachable(address)
+        ray.init(address=address, log_to_driver=False, **level)
+        return True
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+                 **level)
+    finally:  # this process keeps its own settings (it may use JAX later)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return False
