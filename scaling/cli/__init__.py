@@ -18,7 +18,7 @@ from scaling.cli.app import app
 from scaling.common.errors import InputError
 
 # Library arguments whose flag is not `--` and the argument's name with hyphens.
-FLAGS = {"meds_dir": "--meds MEDS_DIR"}
+FLAGS = {"meds_dir": "--meds MEDS_DIR", "split_aliases": "--split-alias"}
 
 
 def main(argv: list[str] | None = None) -> int:

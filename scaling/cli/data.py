@@ -9,6 +9,7 @@ import typer
 
 from scaling.cli.app import data_app
 from scaling.cli.output import print_json, stderr_console
+from scaling.common.errors import InputError
 
 
 @data_app.command("tokenize")
@@ -17,7 +18,9 @@ def tokenize(
     out: Path = typer.Option(..., "--out", help="The token store directory to write."),
     min_count: int = typer.Option(5, help="Sub-tokens seen fewer times in train become UNK//<category>."),
     value_bins: int = typer.Option(10, help="Quantile bins per numeric code when metadata gives no edges."),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    split_alias: list[str] = typer.Option(None, "--split-alias", help="NAME=SPLIT: read the dataset's split NAME "
+                                          "as train, tuning or held_out (e.g. validation=tuning); repeatable."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists (never the input)."),
     json_output: bool = typer.Option(False, "--json", help="Print stats.json on stdout."),
 ) -> None:
     """Build the vocabulary on the train split and write the token store of every split.
@@ -27,13 +30,21 @@ def tokenize(
       scaling data tokenize runs/cohort --out runs/tokens
 
       scaling data tokenize /data/mimic_iv_meds --out runs/mimic_tokens --min-count 10 --json
+
+      scaling data tokenize /data/my_meds --out runs/tokens --split-alias validation=tuning
     """
     # Imported here, not at the top, to keep `scaling --help` and the other commands quick to start.
     from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
     from scaling.synth.generate import world_settings
     from scaling.synth.replay import entropy_floor_stats
 
-    settings = TokenizerSettings(min_count=min_count, n_value_bins=value_bins)
+    aliases = {}
+    for item in split_alias or []:
+        name, _, split = item.partition("=")
+        if not name or not split:
+            raise InputError(f"--split-alias {item!r}; expected NAME=SPLIT, e.g. validation=tuning")
+        aliases[name] = split
+    settings = TokenizerSettings(min_count=min_count, n_value_bins=value_bins, split_aliases=aliases)
     # A synthetic cohort's token store also gets the generator's exact entropy floor.
     floor = entropy_floor_stats if world_settings(meds_dir) is not None else None
     stats = tokenize_dataset(meds_dir, out, settings, overwrite=overwrite, extra_stats=floor)
@@ -75,7 +86,6 @@ def synth(
       scaling data synth --preset test --out /tmp/cohort --json
     """
     # Imported here, not at the top, to keep `scaling --help` and the other commands quick to start.
-    from scaling.common.errors import InputError
     from scaling.synth.generate import PRESETS, generate_cohort
 
     if preset is not None:

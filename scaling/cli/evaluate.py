@@ -124,14 +124,15 @@ def evaluate(
     runs = expand_run_dirs(run_dirs)
     if out is not None:
         refuse_existing(out, overwrite)
+    store = TokenStore.open(RunDir(runs[0]).read_config().data)
     if meds is None:
-        meds = meds_dir_of_store(TokenStore.open(RunDir(runs[0]).read_config().data))
+        meds = meds_dir_of_store(store)
     settings = EvaluationSettings(patients=patients, samples=samples, train_patients=train_patients,
                                   baselines=baselines, oracle=oracle, oracle_samples=oracle_samples,
                                   bootstrap=bootstrap, min_positives=min_positives, seed=seed,
                                   max_new_tokens=max_new_tokens, temperature=temperature)
     log(f"tasks: {', '.join(t.name for t in task_list)} | data: {meds} | {len(runs)} run(s), K = {samples}")
-    evaluation = Evaluation(meds, task_list, settings, log=log)
+    evaluation = Evaluation(meds, task_list, settings, log=log, split_aliases=store.settings.get("split_aliases"))
     reports = []
     for run in runs:
         log(f"[bold]{run}[/]")

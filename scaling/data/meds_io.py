@@ -11,6 +11,7 @@ Anything that is not a valid dataset is refused with an InputError naming the fi
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,19 +56,38 @@ class MedsDataset:
         return names[order][np.searchsorted(ids[order], subject_ids)]
 
 
-def read_meds(root: str | Path) -> MedsDataset:
+SPLIT_NAMES = (meds.train_split, meds.tuning_split, meds.held_out_split)
+
+
+def read_meds(root: str | Path, split_aliases: dict[str, str] | None = None) -> MedsDataset:
+    """Read a MEDS dataset. Subjects whose split is not train, tuning or held_out are refused unless
+    `split_aliases` maps that name to one of them (e.g. {"validation": "tuning"})."""
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: no such directory; expected a MEDS dataset")
     if not root.is_dir():
         raise InputError(f"{root}: is a file; expected a MEDS dataset directory")
-    files = sorted((root / meds.data_subdirectory).rglob("*.parquet"))
+    files = _data_files(root / meds.data_subdirectory)
     if not files:
         raise InputError(f"{root / meds.data_subdirectory}: no parquet files; expected data/**/*.parquet")
     events = pa.concat_tables([_read_event_shard(f, root) for f in files])
-    splits = _read_subject_splits(root)
+    splits = _read_subject_splits(root, split_aliases or {})
     _check_splits_cover(events, splits, root)
     return MedsDataset(root, events, splits, _read_codes(root), _read_dataset_json(root))
+
+
+def _data_files(data_dir: Path) -> list[Path]:
+    """Every parquet file under data/, in a stable order; a folder that cannot be listed is an error, not
+    a silent gap in the cohort."""
+
+    def refuse(error: OSError) -> None:
+        raise InputError(f"{error.filename}: cannot be read ({error.strerror}); every folder under "
+                         f"{data_dir} must be readable")
+
+    files = []
+    for folder, _, names in os.walk(data_dir, onerror=refuse, followlinks=True):
+        files += [Path(folder) / name for name in names if name.endswith(".parquet")]
+    return sorted(files)
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -94,7 +114,7 @@ def _read_event_shard(path: Path, root: Path) -> pa.Table:
     return table.select(list(EVENT_COLUMNS))
 
 
-def _read_subject_splits(root: Path) -> pa.Table:
+def _read_subject_splits(root: Path, split_aliases: dict[str, str]) -> pa.Table:
     path = root / meds.subject_splits_filepath
     if not path.is_file():
         raise InputError(f"{path}: missing; expected subject_id -> split (train, tuning, held_out)")
@@ -107,9 +127,25 @@ def _read_subject_splits(root: Path) -> pa.Table:
     if (counts > 1).any():
         raise InputError(f"{path}: subject_id {ids[counts > 1][0]} appears {counts[counts > 1][0]} times; "
                          "expected one split per subject")
+    table = _apply_split_aliases(table, split_aliases, path)
     if meds.train_split not in set(table["split"].to_pylist()):
         raise InputError(f"{path}: no subject in split 'train'; expected train, tuning and held_out splits")
     return table
+
+
+def _apply_split_aliases(table: pa.Table, split_aliases: dict[str, str], path: Path) -> pa.Table:
+    """Rename splits by `split_aliases`; refuse any split name that is still not train, tuning or held_out."""
+    for alias, target in split_aliases.items():
+        if target not in SPLIT_NAMES:
+            raise InputError(f"split_aliases = {{{alias!r}: {target!r}}}: {target!r} is not one of "
+                             f"{list(SPLIT_NAMES)}", field="split_aliases")
+    names = [split_aliases.get(name, name) for name in table["split"].to_pylist()]
+    unknown, counts = np.unique([n for n in names if n not in SPLIT_NAMES], return_counts=True)
+    if len(unknown):
+        found = ", ".join(f"{str(name)!r} ({count} subjects)" for name, count in zip(unknown, counts))
+        raise InputError(f"{path}: split {found} is not one of {list(SPLIT_NAMES)}; rename it, or map it with "
+                         f"split_aliases (e.g. {unknown[0]}=tuning)", field="split_aliases")
+    return table.set_column(table.schema.get_field_index("split"), "split", pa.array(names, pa.string()))
 
 
 def _check_splits_cover(events: pa.Table, splits: pa.Table, root: Path) -> None:

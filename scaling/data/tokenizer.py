@@ -25,7 +25,7 @@ from __future__ import annotations
 import time as _time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ from scaling.data.vocab import (
 class TokenizerSettings:
     min_count: int = 5  # sub-tokens seen fewer times than this in the train split become UNK//<category>
     n_value_bins: int = 10  # quantile bins per numeric code when metadata gives no edges (10 = deciles)
+    split_aliases: dict[str, str] = field(default_factory=dict)  # the dataset's split name -> train|tuning|held_out
 
     def __post_init__(self) -> None:
         if self.min_count < 1:
@@ -343,9 +344,9 @@ def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings 
     merged into stats.json (before `seconds`, which counts its time too)."""
     settings = settings or TokenizerSettings()
     out_dir = Path(out_dir)
-    refuse_existing(out_dir, overwrite)
+    refuse_existing(out_dir, overwrite, inputs=[meds_dir])
     started = _time.perf_counter()
-    dataset = read_meds(meds_dir)
+    dataset = read_meds(meds_dir, settings.split_aliases)
     stats, vocab, splits = tokenize_events(dataset, settings)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_token_files(tmp, vocab, splits, {"source": str(meds_dir), **asdict(settings)})

@@ -58,8 +58,7 @@ class EvaluationSettings:
                 raise InputError(f"{name} = {getattr(self, name)}; expected 1 or more", field=name)
         if self.bootstrap < 0:
             raise InputError(f"bootstrap = {self.bootstrap}; expected 0 or more", field="bootstrap")
-        if not self.temperature > 0:
-            raise InputError(f"temperature = {self.temperature}; expected a positive number", field="temperature")
+        self.simulation()  # the sampling settings are checked there
 
     def simulation(self) -> SimulationSettings:
         return SimulationSettings(self.samples, self.max_new_tokens, self.temperature, self.top_k, self.top_p,
@@ -88,10 +87,10 @@ class RuleGroup:
 
 class Evaluation:
     def __init__(self, meds_dir: str | Path, tasks: list[Task], settings: EvaluationSettings = EvaluationSettings(),
-                 log=None):
+                 log=None, split_aliases: dict[str, str] | None = None):
         self.settings, self.log = settings, log or (lambda message: None)
         self.meds_dir = Path(meds_dir)
-        dataset = read_meds(meds_dir)
+        dataset = read_meds(meds_dir, split_aliases)  # the aliases the token store was made with
         self.cohort = Cohort.from_dataset(dataset)
         use_oracle = settings.oracle if settings.oracle is not None else world_settings(meds_dir) is not None
         self.oracle = Oracle(dataset, self.cohort) if use_oracle else None

@@ -15,6 +15,7 @@ real gap.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -55,6 +56,17 @@ class SimulationSettings:
     top_p: float = 1.0
     seed: int = 0
     max_rows: int = 512  # sequences sampled in one call
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "max_new_tokens", "max_rows"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} = {getattr(self, name)}; expected 1 or more", field=name)
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise InputError(f"temperature = {self.temperature}; expected a positive number", field="temperature")
+        if self.top_k < 0:
+            raise InputError(f"top_k = {self.top_k}; expected 0 (all tokens) or more", field="top_k")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p = {self.top_p}; expected a number in (0, 1]", field="top_p")
 
 
 def clock_minutes(vocab: Vocabulary) -> np.ndarray:
@@ -229,7 +241,7 @@ def simulate_run(run_dir: str | Path, out: str | Path, rule: PredictionRule, pat
     model, config, step = load_trained_model(run_dir)
     store = TokenStore.open(config.data)
     meds_dir = Path(meds_dir) if meds_dir else meds_dir_of_store(store)
-    cohort = Cohort.from_dataset(read_meds(meds_dir))
+    cohort = Cohort.from_dataset(read_meds(meds_dir, store.settings.get("split_aliases")))
     times = prediction_times(cohort, rule, split, patients)
     if not len(times):
         raise InputError(f"{meds_dir}: no patient of split '{split}' has a prediction time under rule '{rule.name}'")

@@ -34,6 +34,7 @@ an InputError naming the file and the field.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -116,7 +117,7 @@ def _parse_rule(source: str, name: str, table: Any) -> PredictionRule:
     if rule == "random" and codes:
         raise InputError(f"{source}: {where}.codes is only for rule = \"at_code\"")
     min_history = _get(source, where, table, "min_history_days", float, default=0.0)
-    if min_history < 0:
+    if not (math.isfinite(min_history) and min_history >= 0):
         raise InputError(f"{source}: {where}.min_history_days = {min_history}; expected 0 or more")
     probability = _get(source, where, table, "probability", float, default=0.25)
     if not 0 < probability <= 1:
@@ -142,7 +143,7 @@ def _parse_task(source: str, i: int, table: Any, rules: dict[str, PredictionRule
                          f"{sorted(rules)} ([prediction.NAME])")
     codes = _codes(source, where, table, required=True)
     horizon = _get(source, where, table, "horizon_days", float, required=True)
-    if not horizon > 0:
+    if not (math.isfinite(horizon) and horizon > 0):
         raise InputError(f"{source}: {where}: horizon_days = {horizon}; expected a positive number of days")
     exclude = _get(source, where, table, "exclude_prevalent", bool, default=False)
     if exclude and kind == "duration":

@@ -18,7 +18,7 @@ def _interval(fit: dict, key: str) -> str:
 def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: dict, sweep_dir: Path,
                 root: Path, evaluation: dict | None = None) -> str:
     results = pd.read_parquet(sweep_dir / "results.parquet")
-    floor = stats.get("entropy_floor", {}).get("tuning", {})
+    floor = (stats.get("entropy_floor") or {}).get("tuning", {})
     a2, a3 = fit.get("approach2") or {}, fit.get("approach3") or {}
     holdout = fit.get("holdout") or {}
     lines = [

@@ -9,6 +9,7 @@ token store that is the exact entropy floor no model can beat, written to the st
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,8 @@ def score_token_split(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary
     lengths = np.diff(offsets)[scored]
     if not np.array_equal(result.n_tokens, lengths):
         bad = int(np.flatnonzero(result.n_tokens != lengths)[0])
-        raise RuntimeError(f"generator replay of patient {scored[bad]} gave {result.n_tokens[bad]} tokens, "
-                           f"the store has {lengths[bad]}")
+        raise ReplayMismatch(f"generator replay of patient {scored[bad]} gave {result.n_tokens[bad]} tokens, "
+                             f"the store has {lengths[bad]}")
     nll = result.token_nll
     inside = np.arange(nll.shape[1])[None] < lengths[:, None]
     total = float(np.nansum(np.where(inside, nll, 0.0)))
@@ -143,8 +144,26 @@ def entropy_floor(settings: dict, store: TokenStore) -> dict:
     return floor
 
 
-def entropy_floor_stats(meds_dir: Path, store: TokenStore) -> dict:
+class ReplayMismatch(Exception):
+    """The generator does not reproduce the store's tokens: the cohort was edited after `scaling data synth`."""
+
+
+def entropy_floor_stats(meds_dir: Path, store: TokenStore, log=None) -> dict:
     """`{"entropy_floor": ...}` for the token store of a cohort made by `scaling data synth`, `{}` for any
-    other dataset: the `extra_stats` hook of scaling.data.tokenizer.tokenize_dataset."""
+    other dataset: the `extra_stats` hook of scaling.data.tokenizer.tokenize_dataset. A cohort that carries
+    the generator's settings but was edited since (rows shuffled, dates moved) has no exact floor: it gets
+    `{"entropy_floor": null, "warnings": [...]}` and a warning, and tokenizes like any MEDS dataset."""
     settings = world_settings(meds_dir)
-    return {} if settings is None else {"entropy_floor": entropy_floor(settings, store)}
+    if settings is None:
+        return {}
+    try:
+        return {"entropy_floor": entropy_floor(settings, store)}
+    except ReplayMismatch as e:
+        warning = (f"{meds_dir}: carries metadata/synthetic_world.json but is not the generator's output "
+                   f"({e}); no entropy floor")
+        (log or _warn)(f"warning: {warning}")
+        return {"entropy_floor": None, "warnings": [warning]}
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
