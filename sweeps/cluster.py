@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 from scaling.common.errors import InputError
 
@@ -51,6 +52,27 @@ def check_reachable(address: str) -> None:
                          "head node's HOST:PORT, as `ray start --head` prints it", field="address") from None
 
 
+def use_token_if_available() -> None:
+    """Opt in to Ray's token authentication when a token is at hand and RAY_AUTH_MODE is unset.
+
+    Ray 2.60 clusters started by `ray start --head` use token authentication whenever ~/.ray/auth_token
+    exists (any earlier local `ray.init` writes one), but a driver that joins by address turns it on only
+    when told to, and then retries with an invalid token until it gives up. So the documented
+    `--address HOST:PORT` works as written, the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token) is picked up here."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray caches its config at import: refresh it so this process sees token mode too
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:
+        return
+    _enable_token_auth()
+
+
 def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str, str] | None = None,
                 quiet: bool = False) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), else start an embedded local Ray on loopback.
@@ -65,7 +87,15 @@ def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str,
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         check_reachable(address)
-        ray.init(address=address, log_to_driver=False, **level)
+        use_token_if_available()
+        try:
+            ray.init(address=address, log_to_driver=False, **level)
+        except (ConnectionError, RuntimeError) as e:
+            raise InputError(
+                f"address = {address}: could not join the Ray cluster there ({str(e).splitlines()[0]}); if it "
+                "uses token authentication, give this process its token: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN, "
+                "or the token in ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)",
+                field="address") from None
         return True
     saved = {name: os.environ.get(name) for name in env or {}}
     os.environ.update(env or {})
