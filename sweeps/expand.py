@@ -17,7 +17,10 @@
 D is rounded to whole optimizer steps of batch_size x seq_len tokens; the runs' tokens, C and tokens per
 parameter are those of the rounded step count. With `seeds = [...]` every run above is planned once per
 seed (parameter init and data order differ; everything else is the same run), so the fits see the
-run-to-run noise.
+run-to-run noise. With `grid.unique_tokens = [...]` every run above is also planned once per value, as
+its `train.unique_tokens`: a nested subset of the train patients (scaling.data.token_store.train_subset),
+so a grid crosses model size x tokens x unique data. Runs without the axis keep their ids. Each run's
+`unique_tokens` is the tokens of its subset (every train token without one), `epochs` = tokens / that.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
 from models.ladder import family_shape, shape_for_params
 from scaling.common.errors import InputError
-from scaling.data.token_store import TokenStore
+from scaling.data.token_store import TokenStore, TrainSubset, train_subset
 from scaling.train.config import parse_run_config
 from sweeps.grid import Grid
 from sweeps.run_store import data_identity, make_run_id
@@ -57,10 +60,16 @@ class PlannedRun:
     budget: float | None = None  # the nominal IsoFLOP budget
     parent: str | None = None  # wsd_branches: the run whose last checkpoint this one starts from
     parent_step: int | None = None
+    unique_tokens: int | None = None  # train tokens it draws from (its subset's); without a store: as asked
 
     @property
     def tokens_per_param(self) -> float:
         return self.tokens / self.params
+
+    @property
+    def epochs(self) -> float | None:
+        """Passes over its unique tokens: tokens / unique_tokens (None when not known)."""
+        return self.tokens / self.unique_tokens if self.unique_tokens else None
 
     @property
     def is_result(self) -> bool:
@@ -108,16 +117,20 @@ def expand_grid(grid: Grid) -> Expansion:
     """Every run of the grid, validated (see the module docstring)."""
     vocab_size, store = grid_vocab_size(grid)
     identity = data_identity(grid.data)
+    has_train = store is not None and "train" in store.split_names
+    subsets = unique_data_subsets(grid, store if has_train else None)
     expand_kind = {"isoflop": _isoflop, "params_x_tokens": _params_x_tokens, "wsd_branches": _wsd_branches}
     runs, warnings = [], []
     for seed in grid.replicate_seeds:
-        builder = _Builder(grid, vocab_size, identity, seed)
-        runs += expand_kind[grid.axes.kind](grid, builder)
-        warnings += builder.warnings
+        for unique, subset in subsets:
+            builder = _Builder(grid, vocab_size, identity, seed, unique, subset)
+            runs += expand_kind[grid.axes.kind](grid, builder)
+            warnings += builder.warnings
     _check_duplicates(grid, runs)
-    train_tokens = store.split("train").n_tokens if store is not None and "train" in store.split_names else None
+    train_tokens = store.split("train").n_tokens if has_train else None
     warnings = list(dict.fromkeys(warnings))  # each seed's expansion warns alike
-    if train_tokens:
+    # A grid that limits unique data repeats it on purpose; the plan's epochs column shows how often.
+    if train_tokens and not grid.axes.unique_tokens and "unique_tokens" not in grid.train:
         most = max(run.tokens for run in runs)
         if most > train_tokens:
             warnings.append(f"the longest run trains on {most:,} tokens, {most / train_tokens:.1f}x the "
@@ -125,11 +138,38 @@ def expand_grid(grid: Grid) -> Expansion:
     return Expansion(grid, vocab_size, tuple(runs), tuple(warnings), train_tokens)
 
 
+def unique_data_subsets(grid: Grid, store: TokenStore | None) -> list[tuple[float | None, TrainSubset | None]]:
+    """(train.unique_tokens to set on each run or None, its subset of the store or None without a store),
+    one per value of grid.unique_tokens (smallest first), else one for the grid's [train] setting. Errors
+    name the grid field: a count larger than the train split, a subset shorter than one window, two values
+    that select the same patients (duplicate runs)."""
+    window = grid.seq_len + 1
+    if not grid.axes.unique_tokens:
+        shared = grid.train.get("unique_tokens")
+        if store is None:
+            return [(None, None)]
+        if not isinstance(shared, (int, float)) or isinstance(shared, bool):
+            shared = None  # left out; or a bad type, refused per run (scaling.train.config)
+        return [(None, train_subset(store, None if shared is None else float(shared), window, source=grid.source))]
+    out = []
+    for i, unique in sorted(enumerate(grid.axes.unique_tokens), key=lambda x: x[1]):
+        subset = None if store is None else train_subset(store, unique, window, field=f"grid.unique_tokens[{i}]",
+                                                         source=grid.source)
+        if out and subset is not None and subset.n_patients == out[-1][1].n_patients:
+            raise InputError(f"{grid.source}: grid.unique_tokens values {out[-1][0]:g} and {unique:g} select the "
+                             f"same {subset.n_patients:,} train patients ({subset.tokens:,} tokens): duplicate runs; "
+                             "remove one or spread the values")
+        out.append((unique, subset))
+    return out
+
+
 class _Builder:
     """Turns (size, steps, schedule) into a PlannedRun with a validated run config."""
 
-    def __init__(self, grid: Grid, vocab_size: int, identity: str, seed: int):
+    def __init__(self, grid: Grid, vocab_size: int, identity: str, seed: int, unique: float | None = None,
+                 subset: TrainSubset | None = None):
         self.grid, self.vocab_size, self.identity, self.seed = grid, vocab_size, identity, seed
+        self.unique, self.subset = unique, subset  # the axis value (None: no axis), its subset (None: no store)
         self.max_seq_len = grid.model.get("max_seq_len") or grid.seq_len
         self.warnings: list[str] = []
 
@@ -161,11 +201,15 @@ class _Builder:
         model = {k: getattr(shape, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}
         model.update(grid.model)
         train = {**grid.train, **(train_extra or {}), "steps": int(steps)}
+        if self.unique is not None:
+            train["unique_tokens"] = self.unique
+            what = f"{what or f'size {size:g}'}, unique tokens {self.unique:.3g}"
         config = {"data": grid.data, "seed": self.seed, "model": model, "train": train}
         try:
-            parse_run_config(config, source=grid.source)
+            parsed = parse_run_config(config, source=grid.source)
         except InputError as e:
             raise InputError(f"{e} (in the run for {what or f'size {size:g}'})") from None
+        unique_tokens = self.subset.tokens if self.subset is not None else parsed.train.unique_tokens
         counts = count_params(shape)
         tokens = steps * grid.tokens_per_step
         run_id = make_run_id(config, self.identity, counts["total"], tokens, parent, parent_step)
@@ -175,6 +219,7 @@ class _Builder:
             flops=self.flops_per_token(shape) * tokens, flops_6n=self.flops_per_token(shape, "6N") * tokens,
             flops_detailed=self.flops_per_token(shape, "detailed") * tokens, config=config, budget=budget,
             parent=parent, parent_step=parent_step,
+            unique_tokens=None if unique_tokens is None else int(math.ceil(unique_tokens)),
         )
 
 

@@ -11,6 +11,8 @@
     # or: sizes_per_budget = 5, span = 8, tokens_per_param = 20  (log-spaced around the guessed optimum;
     #     with sizes or widths: the 5 of them nearest the guessed optimum, per budget)
     # params_x_tokens / wsd_branches: tokens = [1e6, 3e6]  (training tokens per run / per cooldown branch)
+    # unique_tokens = [1e6, 3e6]      (any kind: every run once per value, on a nested subset of the train
+    #                                   patients of about that many tokens; see train.unique_tokens)
     [model]                            # vocab_size, max_seq_len, tied_embeddings (the ladder does the rest)
     [train]                            # any run-config [train] field but steps/tokens (the grid sets them)
     [resources]
@@ -24,6 +26,7 @@ shape and on duplicate runs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ class GridAxes:
     flops: str = "6N"  # how C turns into D: D = C / flops_per_token(shape, method)
     min_steps: int = 10  # a run with fewer optimizer steps is too small to say anything
     cooldown_fraction: float = 0.2  # wsd_branches: each branch decays the lr to 0 over this fraction
+    unique_tokens: tuple[float, ...] = ()  # every run once per value, as its train.unique_tokens (nested subsets)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     model = _table(source, "model", raw.get("model", {}))
     _no_unknown(source, "model.", model, set(MODEL_KEYS))
     train = _train(source, _table(source, "train", raw.get("train", {})), axes.kind)
+    if axes.unique_tokens and "unique_tokens" in train:
+        raise InputError(f"{source}: give grid.unique_tokens (an axis) or train.unique_tokens (every run), not both")
     resources = _resources(source, _table(source, "resources", raw.get("resources", {})))
     seed, seeds = _seeds(source, raw)
     return Grid(
@@ -160,7 +166,7 @@ def _axes(source: str, table: dict) -> GridAxes:
     if kind not in KINDS:
         raise InputError(f"{source}: grid.kind = {kind!r} is not one of {list(KINDS)}")
     values: dict[str, Any] = {"kind": kind}
-    for key in ("budgets", "sizes", "tokens"):
+    for key in ("budgets", "sizes", "tokens", "unique_tokens"):
         if key in table:
             values[key] = _positive_list(source, f"grid.{key}", table[key])
     if "widths" in table:
@@ -208,7 +214,10 @@ def _axes(source: str, table: dict) -> GridAxes:
             fail(f"grid.kind = {kind!r} needs grid.tokens and one of grid.sizes or grid.widths")
     if kind == "wsd_branches" and not 0 < axes.cooldown_fraction < 1:
         fail(f"grid.cooldown_fraction = {axes.cooldown_fraction} must be between 0 and 1 (exclusive)")
-    for key in ("budgets", "sizes", "widths", "tokens"):
+    for i, value in enumerate(axes.unique_tokens):
+        if not math.isfinite(value):
+            fail(f"grid.unique_tokens[{i}] = {value:g} must be a finite number of tokens")
+    for key in ("budgets", "sizes", "widths", "tokens", "unique_tokens"):
         values = getattr(axes, key)
         if len(set(values)) != len(values):
             dup = next(v for v in values if values.count(v) > 1)

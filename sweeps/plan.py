@@ -1,4 +1,4 @@
-"""What a grid costs: every run's N, D, C, steps and estimated wall time, and the totals.
+"""What a grid costs: every run's N, D, C, unique tokens and epochs, steps and estimated wall time, and the totals.
 
 Time of one run on a hardware profile (one device or one CPU worker):
 
@@ -98,7 +98,8 @@ def make_plan(expansion: Expansion, profile: HardwareProfile, parallel: int | No
                                                    "vocab_size")},
             "params": run.params, "params_nonembed": run.params_nonembed, "tokens": run.tokens,
             "flops": run.flops, "flops_6n": run.flops_6n, "flops_detailed": run.flops_detailed,
-            "tokens_per_param": run.tokens_per_param, "steps": run.steps, "est_seconds": seconds,
+            "tokens_per_param": run.tokens_per_param, "unique_tokens": run.unique_tokens, "epochs": run.epochs,
+            "steps": run.steps, "est_seconds": seconds,
             "parent": run.parent, "parent_step": run.parent_step, "config": run.config,
         })
     run_seconds = sum(r["est_seconds"] for r in runs)
@@ -141,14 +142,16 @@ def plan_table(plan: dict):
     table = Table(title=f"{plan['name']}: {plan['kind']} grid, {plan['n_runs']} runs "
                         f"(vocab {plan['vocab_size']:,}, {plan['tokens_per_step']:,} tokens/step)")
     for column in ("run id", "role", "seed", "budget C", "d_model", "layers", "N", "N non-emb", "D", "C",
-                   "D/N", "steps", "est. time"):
+                   "D/N", "unique U", "epochs", "steps", "est. time"):
         table.add_column(column, justify="left" if column in ("run id", "role") else "right")
     for r in plan["runs"]:
         table.add_row(
             r["run_id"], r["role"], str(r["seed"]), "-" if r["budget"] is None else f"{r['budget']:.3g}",
             str(r["d_model"]),
             str(r["n_layers"]), f"{r['params']:,}", f"{r['params_nonembed']:,}", f"{r['tokens']:,}",
-            f"{r['flops']:.3g}", f"{r['tokens_per_param']:.1f}", f"{r['steps']:,}",
+            f"{r['flops']:.3g}", f"{r['tokens_per_param']:.1f}",
+            "-" if r["unique_tokens"] is None else f"{r['unique_tokens']:,}",
+            "-" if r["epochs"] is None else f"{r['epochs']:.2f}", f"{r['steps']:,}",
             format_seconds(r["est_seconds"]),
         )
     hw = plan["hardware"]

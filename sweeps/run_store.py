@@ -30,7 +30,7 @@ RESULT_COLUMNS = [
     "run_id", "status", "params", "params_nonembed", "tokens", "loss", "flops", "flops_6n", "flops_detailed",
     "budget", "train_loss", "val_loss", "tokens_per_param", "size", "role", "d_model", "n_layers", "n_heads",
     "n_kv_heads", "d_ff", "vocab_size", "seq_len", "batch_size", "steps", "lr", "seed", "tokens_per_s",
-    "wall_s",
+    "wall_s", "unique_tokens", "epochs",
 ]
 CURVE_COLUMNS = ["run_id", "step", "tokens", "loss", "val_loss"]
 
@@ -60,10 +60,12 @@ def _ends(path: Path, size: int = 1 << 20) -> bytes:
 
 def make_run_id(config: dict, identity: str, params: int, tokens: int, parent: str | None,
                 parent_step: int | None) -> str:
-    """`n<N>-d<D>-<hash>`: readable size and tokens, and a hash of everything that makes the run."""
+    """`n<N>-d<D>-<hash>`: readable size and tokens, and a hash of everything that makes the run; a run on a
+    subset of the train data (train.unique_tokens = U) reads `n<N>-d<D>-u<U>-<hash>`."""
     keyed = {**_typed_as_given(config), "data": identity, "parent": parent, "parent_step": parent_step}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"n{_short(params)}-d{_short(tokens)}-{digest}"
+    unique = (config.get("train") or {}).get("unique_tokens")
+    return f"n{_short(params)}-d{_short(tokens)}-" + (f"u{_short(unique)}-" if unique is not None else "") + digest
 
 
 def _typed_as_given(config: dict) -> dict:
@@ -186,6 +188,8 @@ def result_row(run: dict, summary: dict, run_dir: Path) -> dict:
     train = config.get("train", {})
     attempts = read_attempts(run_dir)
     wall = sum(a.get("wall_s", 0.0) for a in attempts if a.get("event") in (*DONE, FAILED))
+    # Unique train tokens the run drew from: its summary (runs trained before it was recorded: the plan's).
+    unique = _float(summary.get("unique_tokens", run.get("unique_tokens")))
     return {
         "run_id": run["run_id"], "status": summary["status"], "params": int(summary["params"]),
         "params_nonembed": int(summary["params_nonembed"]), "tokens": int(summary["tokens"]),
@@ -199,6 +203,7 @@ def result_row(run: dict, summary: dict, run_dir: Path) -> dict:
         "seq_len": train.get("seq_len"), "batch_size": train.get("batch_size"), "steps": summary.get("steps"),
         "lr": train.get("lr"), "seed": config.get("seed"), "tokens_per_s": _float(summary.get("tokens_per_s")),
         "wall_s": wall or math.nan,
+        "unique_tokens": unique, "epochs": summary["tokens"] / unique if unique > 0 else math.nan,
     }
 
 

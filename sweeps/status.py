@@ -33,6 +33,7 @@ def sweep_status(root: str | Path) -> dict:
         runs.append({
             "run_id": record["run_id"], "status": state.status, "role": record["role"],
             "budget": record["budget"], "params": record["params"], "tokens": record["tokens"],
+            "unique_tokens": record.get("unique_tokens"), "epochs": record.get("epochs"),
             "steps": record["steps"], "step": step, "train_loss": train_loss,
             "val_loss": summary.get("val_loss") if state.status == FINISHED else None,
             "attempts": len(attempts), "in_results": record["run_id"] in in_results,

@@ -78,3 +78,45 @@ def test_evaluation_windows_score_each_target_at_most_once(store, mode):
 def test_window_longer_than_split_is_refused(store):
     with pytest.raises(InputError, match="fewer than one window"):
         WindowSampler(store.split("tuning"), 2, 10_000, seed=0, pad_id=0)
+
+
+@pytest.mark.parametrize("mode", ["packed", "patient"])
+def test_a_subset_of_patients_gives_windows_of_those_patients_only(store, mode):
+    """Train patient p's tokens are made p's own (2 + p), so a window shows which patients it came from."""
+    split = store.split("train")
+    marked = np.asarray(split.tokens).copy()
+    for p in range(split.n_patients):
+        marked[split.offsets[p]:split.offsets[p + 1] - 1] = 2 + p
+    marked_split = type(split)("train", marked, split.offsets, split.subject_ids)
+    subset = split.nested_subset(400)
+    assert 0 < len(subset) < split.n_patients
+    sampler = WindowSampler(marked_split, 64, 13, seed=2, pad_id=0, mode=mode, patients=subset)
+    assert sampler.n_tokens == split.lengths[subset].sum()
+    allowed = set((subset + 2).tolist()) | {0, 1}
+    seen = set()
+    for step in range(20):
+        windows, mask = sampler.batch(step)
+        seen |= set(np.unique(windows).tolist())
+        assert mask.shape == (64, 13)
+    assert seen <= allowed and len(seen - {0, 1}) == len(subset)  # every subset patient drawn, no other
+    if mode == "packed":  # slices of the subset's tokens read one patient after another
+        flat = np.concatenate([marked[split.offsets[p]:split.offsets[p + 1]] for p in subset])
+        for w in sampler.batch(3)[0]:
+            assert any(np.array_equal(flat[s:s + 14], w) for s in range(len(flat) - 13))
+    again = WindowSampler(marked_split, 64, 13, seed=2, pad_id=0, mode=mode, patients=subset.copy())
+    np.testing.assert_array_equal(again.batch(7)[0], sampler.batch(7)[0])
+
+
+@pytest.mark.parametrize("mode", ["packed", "patient"])
+def test_every_patient_as_a_subset_draws_what_the_whole_split_draws(store, mode):
+    split = store.split("train")
+    whole = WindowSampler(split, 5, 17, seed=3, pad_id=0, mode=mode)
+    everyone = WindowSampler(split, 5, 17, seed=3, pad_id=0, mode=mode, patients=np.arange(split.n_patients))
+    for step in (0, 4):
+        np.testing.assert_array_equal(whole.batch(step)[0], everyone.batch(step)[0])
+
+
+def test_a_subset_shorter_than_a_window_is_refused(store):
+    split = store.split("train")
+    with pytest.raises(InputError, match=r"split 'train' \(its subset of 1 patients\) has \d+ tokens, fewer than"):
+        WindowSampler(split, 2, 500, seed=0, pad_id=0, patients=np.array([0]))

@@ -99,6 +99,8 @@ def test_sweep_runs_every_run_once_and_a_rerun_touches_nothing(tmp_path, store, 
         assert row.flops == pytest.approx(6 * row.params * row.tokens)
         summary = json.loads((out / "runs" / row.run_id / "summary.json").read_text())
         assert row.loss == pytest.approx(summary["val_loss"])
+        assert row.unique_tokens == summary["unique_tokens"] == 4177  # every train token of the tiny store
+        assert row.epochs == pytest.approx(row.tokens / row.unique_tokens)
         # one XLA thread pool of the task's one CPU
         assert {a["threads"] for a in read_attempts(out / "runs" / row.run_id)} == {"1"}
 

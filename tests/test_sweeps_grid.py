@@ -119,6 +119,23 @@ def test_params_x_tokens_and_wsd_branches(tmp_path, store):
     ({"seed = 1": "seeds = [1.5]"}, "seeds = [1.5] must be a non-empty list of integers"),
     ({"seed = 1": "seeds = [0, -1]"}, "seeds = [0, -1] holds a negative seed"),
     ({"seed = 1": "seed = -2"}, "seed = -2 is negative"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [0]"}, "grid.unique_tokens[0] = 0 must be positive"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [1000, -100]"}, "grid.unique_tokens[1] = -100 must be positive"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [inf]"}, "grid.unique_tokens[0] = inf must be a finite number"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [nan]"}, "grid.unique_tokens[0] = nan must be positive"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = 1000"}, "grid.unique_tokens = 1000 must be a non-empty list"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [1000, 1000]"}, "grid.unique_tokens lists 1000 twice"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [3000, 1e9]"},
+     "grid.unique_tokens[1] = 1e+09 is more than the 4,177 tokens of the train split of the token store"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [1, 2000]", "seq_len = 24": "seq_len = 400"},
+     "grid.unique_tokens[0] = 1 selects 1 train patients of 59 tokens, fewer than one window of seq_len + 1 = 401"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [1001, 1000]"},
+     "grid.unique_tokens values 1000 and 1001 select the same 12 train patients (1,052 tokens): duplicate runs"),
+    ({"min_steps = 4": "min_steps = 4\nunique_tokens = [1000]", "lr = 3e-3": "lr = 3e-3\nunique_tokens = 2000"},
+     "give grid.unique_tokens (an axis) or train.unique_tokens (every run), not both"),
+    ({"lr = 3e-3": "lr = 3e-3\nunique_tokens = 1e9"},
+     "train.unique_tokens = 1e+09 is more than the 4,177 tokens of the train split"),
+    ({"lr = 3e-3": "lr = 3e-3\nunique_tokens = 0"}, "train.unique_tokens = 0.0 must be a positive, finite number"),
 ])
 def test_grid_errors_name_the_field(tmp_path, store, change, message):
     assert message in grid_error(tmp_path, store, **change)
@@ -218,3 +235,67 @@ def test_sizes_per_budget_picks_the_widths_nearest_the_guessed_optimum(tmp_path,
         assert len(chosen) == 3 and chosen == sorted(chosen)
         assert max(abs(math.log(n / optimum)) for n in chosen) <= min(abs(math.log(n / optimum)) for n in others)
     assert [r.params for r in runs if r.budget == 1e9] != [r.params for r in runs if r.budget == 1e11]
+
+
+def test_run_ids_of_grids_without_unique_tokens_are_those_of_earlier_versions(tmp_path, store):
+    """Literal ids (computed before the unique_tokens axis existed): finished sweeps keep their runs."""
+    ids = [r.run_id for r in expand_grid(load_grid(write_grid(tmp_path / "g.toml", store))).runs]
+    assert ids == ["n5.39k-d6.14k-592da7129c", "n8.86k-d3.74k-25ac5847c6", "n5.39k-d12.4k-b1bbdd1cff",
+                   "n8.86k-d7.49k-9c8f35662a"]
+
+
+@pytest.mark.parametrize("kind", ["isoflop", "params_x_tokens", "wsd_branches"])
+def test_the_unique_tokens_axis_crosses_every_run_with_nested_subsets(tmp_path, store, kind):
+    from scaling.data.token_store import TokenStore
+
+    kinds = {"isoflop": {},
+             "params_x_tokens": {'kind = "isoflop"': 'kind = "params_x_tokens"\ntokens = [960, 1920]',
+                                 "budgets = [2e+08, 4e+08]\n": ""},
+             "wsd_branches": {'kind = "isoflop"': 'kind = "wsd_branches"\ntokens = [1920, 3840]',
+                              "budgets = [2e+08, 4e+08]\n": ""}}[kind]
+    plain = expand_grid(load_grid(write_grid(tmp_path / "a.toml", store, **kinds)))
+    crossed = expand_grid(load_grid(write_grid(tmp_path / "b.toml", store, **kinds,
+                                               **{"min_steps = 4": "min_steps = 4\nunique_tokens = [3000, 1000]"})))
+    split = TokenStore.open(store).split("train")
+    assert all(r.unique_tokens == split.n_tokens == 4177 for r in plain.runs)
+    assert all("unique_tokens" not in r.config["train"] for r in plain.runs)
+    assert len(crossed.runs) == 2 * len(plain.runs)
+    ids = [r.run_id for r in crossed.runs]
+    assert len(set(ids)) == len(ids) and not set(ids) & {r.run_id for r in plain.runs}
+    for unique, per_u in ((1000, crossed.runs[:len(plain.runs)]), (3000, crossed.runs[len(plain.runs):])):
+        subset_tokens = int(split.lengths[split.nested_subset(unique)].sum())
+        for run, same in zip(per_u, plain.runs, strict=True):
+            assert run.config["train"]["unique_tokens"] == unique and f"-u{unique // 1000}k-" in run.run_id
+            assert run.unique_tokens == subset_tokens and run.epochs == pytest.approx(run.tokens / subset_tokens)
+            assert (run.role, run.budget, run.shape, run.steps, run.tokens) == \
+                (same.role, same.budget, same.shape, same.steps, same.tokens)
+            if run.parent is not None:  # wsd: each branch continues a stable run of its own subset
+                assert run.parent in {r.run_id for r in per_u}
+    assert not any("flattens the law" in w for w in crossed.warnings)  # repeating on purpose
+
+
+def test_plan_rows_show_unique_tokens_and_epochs(tmp_path, store, run_cli):
+    grid = write_grid(tmp_path / "g.toml", store, **{"min_steps = 4": "min_steps = 4\nunique_tokens = [1000]"})
+    code, out, err = run_cli("sweep", "plan", grid, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    for row in plan["runs"]:
+        assert row["unique_tokens"] == 1052 and row["epochs"] == pytest.approx(row["tokens"] / 1052)
+        assert row["config"]["train"]["unique_tokens"] == 1000
+    code, out, err = run_cli("sweep", "plan", grid)
+    assert code == 0 and "epochs" in out and "1,052" in out
+    code, out, err = run_cli("sweep", "plan", write_grid(tmp_path / "bad.toml", store,
+                                                         **{"min_steps = 4": "min_steps = 4\nunique_tokens = [1e9]"}))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "grid.unique_tokens[0] = 1e+09 is more than the 4,177 tokens" in err and "bad.toml" in err
+
+
+def test_plan_without_a_store_shows_the_unique_tokens_asked_for(tmp_path):
+    grid = write_grid(tmp_path / "g.toml", tmp_path / "nowhere",
+                      extra="[model]\nvocab_size = 501\n", **{"min_steps = 4": "min_steps = 4\nunique_tokens = [5e3]"})
+    plan = make_plan(expand_grid(load_grid(grid)), hardware_profile("cpu"))
+    assert {r["unique_tokens"] for r in plan["runs"]} == {5000}
+    assert all(r["epochs"] == pytest.approx(r["tokens"] / 5000) for r in plan["runs"])
+    plain = make_plan(expand_grid(load_grid(write_grid(tmp_path / "p.toml", tmp_path / "nowhere",
+                                                       extra="[model]\nvocab_size = 501\n"))), hardware_profile("cpu"))
+    assert {(r["unique_tokens"], r["epochs"]) for r in plain["runs"]} == {(None, None)}

@@ -33,6 +33,11 @@ def with_(section: str | None, **values) -> dict:
         (with_("model", params=1e6), "model.params picks the whole shape; leave out model.d_model"),
         ({"data": "/x", "train": {"steps": 3}}, "needs d_model"),
         (with_("model", max_seq_len=16), "model.max_seq_len = 16 is less than train.seq_len = 128"),
+        (with_("train", unique_tokens=0), "train.unique_tokens = 0.0 must be a positive, finite number of tokens"),
+        (with_("train", unique_tokens=-5e5), "train.unique_tokens = -500000.0 must be a positive, finite number"),
+        (with_("train", unique_tokens=math.inf), "train.unique_tokens = inf must be a positive, finite number"),
+        (with_("train", unique_tokens=math.nan), "train.unique_tokens = nan must be a positive, finite number"),
+        (with_("train", unique_tokens="all"), "train.unique_tokens = 'all' is not a number"),
     ],
 )
 def test_train_config_rejects_bad_fields_naming_them(raw, message):
@@ -55,6 +60,13 @@ def test_train_config_reads_toml_with_defaults_and_derived_numbers(tmp_path):
     shape = config.shape(vocab_size=101)
     assert (shape.d_model, shape.n_layers, shape.n_heads, shape.n_kv_heads, shape.vocab_size, shape.max_seq_len) \
         == (48, 1, 4, 4, 101, 32)
+
+
+def test_train_config_unique_tokens_is_optional_and_left_out_of_the_record_when_unset():
+    assert "unique_tokens" not in parse_run_config(BASE).to_dict()["train"]  # config.json as before
+    config = parse_run_config(with_("train", unique_tokens=7_000_000))
+    assert config.train.unique_tokens == 7e6 and config.to_dict()["train"]["unique_tokens"] == 7e6
+    assert parse_run_config(config.to_dict()) == config
 
 
 def test_train_config_chunks_align_with_rows_evals_and_checkpoints():

@@ -212,3 +212,52 @@ def nnx_params(model):
     from flax import nnx
 
     return nnx.split(model, nnx.Param)[1]
+
+
+def test_summary_and_record_say_how_much_data_the_run_repeats(finished, store):
+    from scaling.data.token_store import TokenStore
+
+    run_dir, summary = finished
+    unique = TokenStore.open(store).unique_train_tokens
+    assert summary["unique_tokens"] == unique and summary["epochs"] == pytest.approx(summary["tokens"] / unique)
+    record = json.loads((run_dir / "config.json").read_text())
+    assert "unique_tokens" not in record["config"]["train"]  # the record earlier versions wrote (resume)
+    assert record["derived"]["unique_tokens"] == unique
+
+
+def test_a_run_on_a_nested_subset_draws_from_it_and_says_it_repeats(store, tmp_path, capsys):
+    from scaling.data.token_store import TokenStore
+
+    split = TokenStore.open(store).split("train")
+    subset = split.nested_subset(500)
+    tokens = int(split.lengths[subset].sum())
+    summary = train_run(tiny_run_config(store, unique_tokens=500), tmp_path / "run", progress=True)
+    assert summary["status"] == "finished" and summary["unique_tokens"] == tokens
+    assert summary["epochs"] == pytest.approx(12 * 96 / tokens) and summary["epochs"] > 1
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert f"train.unique_tokens = 500: {len(subset)} of {split.n_patients} train patients, {tokens:,} tokens" in err
+    assert f"repeats its data: {12 * 96 / tokens:.1f} epochs over {tokens} unique tokens" in err
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["config"]["train"]["unique_tokens"] == 500 and record["derived"]["unique_patients"] == len(subset)
+
+
+@pytest.mark.parametrize(("unique", "seq_len", "message"), [
+    ("1e9", 24, "run.toml: train.unique_tokens = 1e+09 is more than the {n:,} tokens of the train split of the "
+                "token store {store}"),
+    ("1", 200, "run.toml: train.unique_tokens = 1 selects 1 train patients of {first} tokens, fewer than one window "
+               "of seq_len + 1 = 201 tokens"),
+    ("-inf", 24, "run.toml: train.unique_tokens = -inf must be a positive, finite number of tokens"),
+])
+def test_bad_unique_tokens_is_one_line_naming_the_file_and_field(store, tmp_path, run_cli, unique, seq_len, message):
+    from scaling.data.token_store import TokenStore
+
+    split = TokenStore.open(store).split("train")
+    first = int(split.lengths[split.nested_subset(1)].sum())
+    c = tiny_run_config(store, seq_len=seq_len)
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{c["data"]}"\n[model]\nd_model = 40\n[train]\nsteps = 12\nseq_len = {seq_len}\n'
+                      f"unique_tokens = {unique}\n")
+    code, out, err = run_cli("train", config, "--out", tmp_path / "run", "--quiet")
+    expected = message.format(n=split.n_tokens, store=store, first=first).replace("run.toml", str(config))
+    assert code == 2 and expected in " ".join(err.split()) and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()

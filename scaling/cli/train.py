@@ -19,7 +19,8 @@ def train(
 ) -> int:
     """Train one model on a token store; resume if the run directory has a checkpoint.
 
-    Writes config.json, metrics.parquet, checkpoints/ and summary.json into the run directory.
+    Writes config.json, metrics.parquet, checkpoints/ and summary.json into the run directory; summary.json
+    has unique_tokens (the train tokens drawn from; train.unique_tokens picks a nested subset) and epochs.
     Exit 0 when the run finished, 1 when it diverged (NaN/inf loss) or failed, 2 on a bad config.
 
     Examples:
@@ -36,7 +37,7 @@ def train(
     from scaling.train.trainer import train_run
 
     run_config = load_run_config(config)
-    summary = train_run(run_config, out or Path("runs") / config.stem, progress=not quiet)
+    summary = train_run(run_config, out or Path("runs") / config.stem, progress=not quiet, source=str(config))
     if json_output:
         print_json(summary)
     return 0 if summary["status"] == FINISHED else 1

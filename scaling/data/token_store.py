@@ -11,11 +11,20 @@ Layout of a token store directory:
     <split>/subject_ids.npy  int64, n_patients: the MEDS subject_id of each patient
 
 Every patient's sequence ends with the [EOS] token.
+
+The store's size as the data-constrained fits see it: `TokenStore.unique_train_tokens` and
+`unique_train_patients` (the train split's arrays; stats.json's splits.train holds the same numbers).
+`TokenSplit.nested_subset(unique_tokens)` is the one place a run's subset of train patients is chosen
+(`train.unique_tokens`; `train_subset` adds the checks against the store): patients in a fixed order
+that depends on their subject_id alone (never on a seed), and the shortest prefix of that order whose
+tokens reach the requested count, so the subsets of one store are nested (the 10% subset lies inside
+the 30% one).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -55,6 +64,34 @@ class TokenSplit:
     def patient(self, i: int) -> np.ndarray:
         return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]])
 
+    @cached_property
+    def nested_order(self) -> np.ndarray:
+        """The patients (indices into this split) in the fixed order subsets are prefixes of."""
+        return nested_patient_order(self.subject_ids)
+
+    def nested_subset(self, unique_tokens: float) -> np.ndarray:
+        """The patients (sorted indices into this split) of the shortest prefix of `nested_order` whose
+        tokens reach `unique_tokens`: deterministic, independent of any seed, and nested (a larger count's
+        subset holds a smaller count's). `unique_tokens` must be positive and at most `n_tokens`."""
+        if not (math.isfinite(unique_tokens) and 0 < unique_tokens <= self.n_tokens):
+            raise InputError(f"unique_tokens = {unique_tokens!r} must be positive and at most the "
+                             f"{self.n_tokens:,} tokens of split '{self.name}'", field="unique_tokens")
+        reached = np.cumsum(self.lengths[self.nested_order])
+        count = int(np.searchsorted(reached, unique_tokens, side="left")) + 1
+        return np.sort(self.nested_order[:count])
+
+
+def nested_patient_order(subject_ids: np.ndarray) -> np.ndarray:
+    """Patients ordered by a fixed hash of their subject_id (splitmix64's finalizer, a bijection on 64-bit
+    integers): the same order on every call and for every seed, and a patient's place relative to another
+    does not depend on which other patients the split holds. Ties (a repeated subject_id) keep file order."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(subject_ids, dtype=np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return np.argsort(z, kind="stable")
+
 
 class TokenStore:
     """A token store directory opened for reading; splits are memory-mapped on first use."""
@@ -78,6 +115,16 @@ class TokenStore:
         return cls(path, Vocabulary.load(path / "vocab.json"), stats, settings)
 
     @property
+    def unique_train_tokens(self) -> int:
+        """Tokens in the train split: the unique tokens a run can draw from (epochs = tokens trained / this)."""
+        return self.split("train").n_tokens
+
+    @property
+    def unique_train_patients(self) -> int:
+        """Patients in the train split."""
+        return self.split("train").n_patients
+
+    @property
     def split_names(self) -> list[str]:
         return [s for s in SPLITS if (self.path / s / "tokens.npy").is_file()]
 
@@ -93,6 +140,40 @@ class TokenStore:
                 subject_ids=np.load(folder / "subject_ids.npy"),
             )
         return self._splits[name]
+
+
+@dataclass(frozen=True)
+class TrainSubset:
+    """The train patients a run draws its windows from (`train_subset`)."""
+
+    patients: np.ndarray | None  # sorted indices into the train split; None: every train patient
+    tokens: int  # the unique tokens of the run: the patients' tokens
+    n_patients: int
+    requested: float | None = None  # train.unique_tokens, None when left out
+
+
+def train_subset(store: TokenStore, unique_tokens: float | None, window: int, *, field: str = "train.unique_tokens",
+                 source: str | None = None) -> TrainSubset:
+    """The subset of train patients for `unique_tokens` (None: every patient): `TokenSplit.nested_subset`,
+    checked against the store. An InputError naming `field` (and starting with `source`, the file it came
+    from, when given) for a count larger than the train split or a subset shorter than one `window`
+    (seq_len + 1 tokens)."""
+    split = store.split("train")
+    if unique_tokens is None:
+        return TrainSubset(None, split.n_tokens, split.n_patients)
+    prefix = f"{source}: " if source else ""
+    if not (math.isfinite(unique_tokens) and unique_tokens > 0):
+        raise InputError(f"{prefix}{field} = {unique_tokens!r} must be a positive, finite number of tokens")
+    if unique_tokens > split.n_tokens:
+        raise InputError(f"{prefix}{field} = {unique_tokens:g} is more than the {split.n_tokens:,} tokens of the "
+                         f"train split of the token store {store.path}")
+    patients = split.nested_subset(unique_tokens)
+    tokens = int(split.lengths[patients].sum())
+    if tokens < window:
+        raise InputError(f"{prefix}{field} = {unique_tokens:g} selects {len(patients):,} train patients of {tokens:,} "
+                         f"tokens, fewer than one window of seq_len + 1 = {window} tokens; raise it")
+    whole = len(patients) == split.n_patients
+    return TrainSubset(None if whole else patients, tokens, len(patients), float(unique_tokens))
 
 
 def write_split(folder: Path, tokens: np.ndarray, offsets: np.ndarray, subject_ids: np.ndarray) -> None:

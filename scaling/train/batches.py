@@ -15,12 +15,18 @@ Two ways to treat patient boundaries (`mode`):
   with [PAD] and left out of the loss.
 
 Both return `windows` (B, T + 1) int32 and `loss_mask` (B, T) float32 for the targets windows[:, 1:].
+
+`patients` (sorted indices into the split; `TokenSplit.nested_subset`, from train.unique_tokens) limits
+the draws to those patients: packed windows are slices of their tokens read one patient after another
+(in the split's order, without copying the array), patient windows are drawn among them alone. Without
+it, or with every patient of the split, the draws are exactly those of the whole split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -38,29 +44,71 @@ class WindowSampler:
     seed: int
     pad_id: int
     mode: str = "packed"
+    patients: np.ndarray | None = field(default=None, compare=False)  # a subset of the split's patients
 
     def __post_init__(self) -> None:
         if self.mode not in WINDOW_MODES:
             raise InputError(f"window mode '{self.mode}' is not one of {WINDOW_MODES}")
-        if self.split.n_tokens < self.seq_len + 1:
+        if self.n_tokens < self.seq_len + 1:
+            subset = "" if self._whole else f" (its subset of {len(self.patients):,} patients)"
             raise InputError(
-                f"split '{self.split.name}' has {self.split.n_tokens} tokens, fewer than one window of "
+                f"split '{self.split.name}'{subset} has {self.n_tokens} tokens, fewer than one window of "
                 f"seq_len + 1 = {self.seq_len + 1}"
             )
+
+    @cached_property
+    def _whole(self) -> bool:
+        return self.patients is None or len(self.patients) == self.split.n_patients
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) in the split's flat array of the patients drawn from."""
+        offsets = self.split.offsets
+        if self._whole:
+            return offsets[:-1], offsets[1:]
+        patients = np.asarray(self.patients, dtype=np.int64)
+        return offsets[patients], offsets[patients + 1]
+
+    @cached_property
+    def _lengths(self) -> np.ndarray:
+        if self._whole:
+            return self.split.lengths
+        starts, ends = self._bounds
+        return ends - starts
+
+    @cached_property
+    def _packed_offsets(self) -> np.ndarray:
+        """Where each drawn patient starts in their tokens read one after another (n + 1 values)."""
+        return np.concatenate([[0], np.cumsum(self._lengths)])
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens the windows are drawn from (the unique tokens of the run)."""
+        return self.split.n_tokens if self._whole else int(self._lengths.sum())
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
         if self.mode == "packed":
-            starts = rng.integers(0, self.split.n_tokens - self.seq_len, size=self.batch_size)
-            return gather_windows(self.split.tokens, starts, self.seq_len + 1), np.ones(
-                (self.batch_size, self.seq_len), np.float32
-            )
-        lengths = self.split.lengths
+            starts = rng.integers(0, self.n_tokens - self.seq_len, size=self.batch_size)
+            mask = np.ones((self.batch_size, self.seq_len), np.float32)
+            if self._whole:
+                return gather_windows(self.split.tokens, starts, self.seq_len + 1), mask
+            return self._gather_subset(starts), mask
+        lengths = self._lengths
+        bounds_start, bounds_end = self._bounds
         patients = rng.choice(len(lengths), size=self.batch_size, p=lengths / lengths.sum())
         room = np.maximum(lengths[patients] - (self.seq_len + 1), 0)
-        starts = self.split.offsets[patients] + np.floor(rng.random(self.batch_size) * (room + 1)).astype(np.int64)
-        ends = self.split.offsets[patients + 1]
+        starts = bounds_start[patients] + np.floor(rng.random(self.batch_size) * (room + 1)).astype(np.int64)
+        ends = bounds_end[patients]
         return patient_windows(self.split.tokens, starts, ends, self.seq_len + 1, self.pad_id)
+
+    def _gather_subset(self, starts: np.ndarray) -> np.ndarray:
+        """Packed windows of the subset: positions in its tokens read one patient after another, mapped
+        to the split's flat array."""
+        positions = starts[:, None] + np.arange(self.seq_len + 1)
+        patient = np.searchsorted(self._packed_offsets, positions, side="right") - 1
+        flat = self._bounds[0][patient] + (positions - self._packed_offsets[patient])
+        return np.asarray(self.split.tokens[flat], dtype=np.int32)
 
 
 def gather_windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:

@@ -15,6 +15,12 @@
     warmup_steps = 50
     eval_every = 100
     checkpoint_every = 200
+    # unique_tokens = 7e6            # optional: train on a nested subset of the train patients (below)
+
+`train.unique_tokens = U` limits the windows to the shortest prefix, in a fixed seed-independent order
+of the train patients, whose tokens reach U (scaling.data.token_store.TokenSplit.nested_subset): runs
+with different U see nested subsets, and a run of D tokens repeats its data D / U' times (U' the
+subset's tokens). Validation is unchanged. Left out, a run draws from every train token.
 
 Every key is checked: an unknown key, a wrong type or an impossible value is an InputError naming the
 file and the field ("config.toml: unknown key 'train.lrr'").
@@ -87,6 +93,7 @@ class TrainSection:
     window_mode: str = "packed"  # packed | patient (scaling.train.batches)
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     attention: str = "auto"  # auto (cudnn on GPU in bfloat16, else xla) | xla | cudnn
+    unique_tokens: float | None = None  # draw from a nested subset of train patients of about this many tokens
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,12 @@ class RunConfig:
         return self.model.shape(vocab_size, self.train.seq_len)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as a dict; optional fields added later (train.unique_tokens) only when set, so the
+        record of a run that leaves them out is the one earlier versions wrote (resume compares it)."""
+        out = asdict(self)
+        if out["train"]["unique_tokens"] is None:
+            del out["train"]["unique_tokens"]
+        return out
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -148,7 +160,7 @@ _TYPES = {
     "cooldown_fraction": float, "min_lr_ratio": float, "weight_decay": float, "beta1": float,
     "beta2": float, "grad_clip": float, "eval_every": int, "eval_tokens": int, "checkpoint_every": int,
     "keep_checkpoints": int, "log_every": int, "steps_per_dispatch": int, "window_mode": str,
-    "dtype": str, "attention": str,
+    "dtype": str, "attention": str, "unique_tokens": float,
 }
 
 
@@ -189,6 +201,9 @@ def _validate(source: str, c: RunConfig) -> None:
                           ("window_mode", WINDOW_MODES)):
         if getattr(t, name) not in allowed:
             fail(f"train.{name} = {getattr(t, name)!r} is not one of {list(allowed)}")
+    if t.unique_tokens is not None and not (math.isfinite(t.unique_tokens) and t.unique_tokens > 0):
+        fail(f"train.unique_tokens = {t.unique_tokens!r} must be a positive, finite number of tokens "
+             "(leave it out to train on every train token)")
     if t.warmup_steps is not None and not 0 <= t.warmup_steps < c.total_steps:
         fail(f"train.warmup_steps = {t.warmup_steps} must be 0 or more and less than the "
              f"{c.total_steps} training steps")

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -30,7 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
 from scaling.common.errors import InputError
-from scaling.data.token_store import TokenStore
+from scaling.data.token_store import TokenStore, train_subset
 from scaling.train.batches import WindowSampler, evaluation_batches
 from scaling.train.config import RunConfig, load_run_config, parse_run_config
 from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, OPT_STATE, PARAMS, RunDir, restore_items, save_args
@@ -61,10 +61,18 @@ class RunPlan:
     n_devices: int
     dtype: str
     attention_impl: str | None
+    unique_tokens: int = 0  # train tokens the windows are drawn from (the subset's, with train.unique_tokens)
+    unique_patients: int = 0
+    train_patients: np.ndarray | None = field(default=None, compare=False, repr=False)  # None: every patient
 
     @property
     def tokens(self) -> int:
         return self.total_steps * self.tokens_per_step
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the unique tokens the run trains (tokens / unique_tokens)."""
+        return self.tokens / self.unique_tokens if self.unique_tokens else math.nan
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +82,7 @@ class RunPlan:
             "flops_per_token_detailed": self.flops_per_token_detailed,
             "flops": self.flops_per_token * self.tokens,
             "flops_detailed": self.flops_per_token_detailed * self.tokens,
+            "unique_tokens": self.unique_tokens, "unique_patients": self.unique_patients, "epochs": self.epochs,
         }
 
 
@@ -85,7 +94,7 @@ def as_run_config(config: RunConfig | Mapping | str | Path) -> RunConfig:
     return load_run_config(config)
 
 
-def plan_run(config: RunConfig, store: TokenStore) -> RunPlan:
+def plan_run(config: RunConfig, store: TokenStore, source: str | None = None) -> RunPlan:
     shape = config.shape(store.vocab.size)
     if shape.vocab_size < store.vocab.size:
         raise InputError(f"model.vocab_size = {shape.vocab_size} is smaller than the token store's vocabulary "
@@ -94,6 +103,7 @@ def plan_run(config: RunConfig, store: TokenStore) -> RunPlan:
     if config.train.batch_size % n_devices:
         raise InputError(f"train.batch_size = {config.train.batch_size} is not divisible by the "
                          f"{n_devices} devices the batch is split over")
+    subset = train_subset(store, config.train.unique_tokens, config.train.seq_len + 1, source=source)
     counts = count_params(shape)
     dtype = config.train.dtype
     impl = config.train.attention
@@ -106,7 +116,8 @@ def plan_run(config: RunConfig, store: TokenStore) -> RunPlan:
         tokens_per_step=config.tokens_per_step, params=counts["total"], params_nonembed=counts["non_embedding"],
         flops_per_token=flops_per_token(shape, config.train.seq_len, "6N"),
         flops_per_token_detailed=flops_per_token(shape, config.train.seq_len, "detailed"),
-        n_devices=n_devices, dtype=dtype, attention_impl=impl,
+        n_devices=n_devices, dtype=dtype, attention_impl=impl, unique_tokens=subset.tokens,
+        unique_patients=subset.n_patients, train_patients=subset.patients,
     )
 
 
@@ -220,13 +231,15 @@ def check_same_run(run: RunDir, record: dict) -> None:
                          field="out")
 
 
-def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, progress: bool = True) -> dict:
-    """Train one run into `run_dir` (resuming from its latest checkpoint) and return its summary."""
+def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, progress: bool = True,
+              source: str | None = None) -> dict:
+    """Train one run into `run_dir` (resuming from its latest checkpoint) and return its summary. `source`
+    (the config file, when the caller read one) starts the messages of settings the token store refuses."""
     config = as_run_config(config)
     run = RunDir(run_dir)
     console = Console(stderr=True, quiet=not progress)
     store = TokenStore.open(config.data)
-    plan = plan_run(config, store)
+    plan = plan_run(config, store, source)
     record = config_record(config, plan)
     check_same_run(run, record)
     done = run.read_summary()
@@ -267,6 +280,8 @@ def _summary(plan: RunPlan, status: str, step, train_loss, val_loss, message=Non
         "val_loss": val_loss,
         "steps": step,
         "shape": plan.shape.to_dict(),
+        "unique_tokens": plan.unique_tokens,
+        "epochs": tokens / plan.unique_tokens if plan.unique_tokens else None,
         **extra,
     }
     if message:
@@ -302,12 +317,14 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
         f"C=6ND={plan.flops_per_token * plan.tokens:.3g} | {plan.n_devices} {jax.default_backend()} device(s), "
         f"{plan.dtype}" + (f" | resuming at step {start}" if start else "")
     )
+    if data_line := data_use_line(config, plan, store):
+        console.print(data_line)
 
     train_chunk = make_train_chunk(graphdef, tx, mesh)
     evaluate = make_eval(graphdef, mesh)
     eval_windows, eval_masks = evaluation_arrays(config, store, chunk_sharding)
     sampler = WindowSampler(store.split("train"), t.batch_size, t.seq_len, config.seed, store.vocab.pad_id,
-                            t.window_mode)
+                            t.window_mode, patients=plan.train_patients)
     ends = chunk_ends(config, start)
     chunks = list(zip([start, *ends[:-1]], ends, strict=True))
     feeder = ChunkFeeder(sampler, chunks, chunk_sharding)
@@ -363,6 +380,26 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
     if writes_run_files():
         run.write_summary(summary)
     return summary
+
+
+def data_use_line(config: RunConfig, plan: RunPlan, store: TokenStore) -> str | None:
+    """The start-up line on the data a run draws from: its subset (train.unique_tokens) and, when it passes
+    over its data more than once, how often ("repeats its data: 2.8 epochs over 7.07M unique tokens")."""
+    parts = []
+    if config.train.unique_tokens is not None:
+        parts.append(f"train.unique_tokens = {config.train.unique_tokens:g}: {plan.unique_patients:,} of "
+                     f"{store.unique_train_patients:,} train patients, {plan.unique_tokens:,} tokens")
+    if plan.epochs > 1:
+        parts.append(f"repeats its data: {plan.epochs:.1f} epochs over {short_count(plan.unique_tokens)} unique tokens")
+    return " | ".join(parts) or None
+
+
+def short_count(x: float) -> str:
+    """7070000 -> '7.07M'."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:g}"
 
 
 class RunLog:
