@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.blas_threads import single_threaded_blas
+from analysis.data_constrained import DataConstrainedFit, cap_values, fit_data_constrained_table
 from analysis.envelope import EnvelopeFit, fit_training_curve_envelope
 from analysis.isoflop import IsoflopFit, fit_isoflop_profiles
 from analysis.parametric_fit import ParametricLossFit, fit_parametric_loss_table
@@ -53,6 +54,12 @@ def _parametric_values(fit: ParametricLossFit) -> dict[str, float]:
     return {"E": fit.E, "A": fit.A, "B": fit.B, "alpha": fit.alpha, "beta": fit.beta, "a": fit.a, "b": fit.b}
 
 
+def _data_constrained_values(fit: DataConstrainedFit) -> dict[str, float]:
+    law = fit.law.law
+    return {"E": fit.E, "A": fit.A, "B": fit.B, "alpha": fit.alpha, "beta": fit.beta, "R_D_star": fit.R_D_star,
+            "a": law.a, "b": law.b}  # fmt: skip
+
+
 def _recommendation_values(fit, compute: float, loss_law: ParametricLossFit | None) -> dict[str, float]:
     """N_opt, D_opt, D/N and the predicted loss at `compute`; nothing for a degenerate refit (an exponent of 0
     says size or data does not matter, so it has no compute-optimal allocation)."""
@@ -76,12 +83,17 @@ def bootstrap_fits(
     compute: float | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    data_constrained: DataConstrainedFit | None = None,
+    unique_tokens: float | None = None,
 ) -> BootstrapResult:
-    """Refit the approaches given (those that ran on the full table) on `n_resamples` resamples of runs."""
+    """Refit the approaches given (those that ran on the full table) on `n_resamples` resamples of runs.
+    With `data_constrained`, its law too (warm-started at the full-data fit), and with `compute` and
+    `unique_tokens` its optimum under that data cap (`cap_values`)."""
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     n_failed = {name: 0 for name, fit in (("approach1", approach1), ("approach2", approach2),
-                                           ("approach3", approach3)) if fit is not None}  # fmt: skip
+                                           ("approach3", approach3),
+                                           ("data_constrained", data_constrained)) if fit is not None}  # fmt: skip
 
     def record(prefix: str, values: dict[str, float]) -> None:
         for key, value in values.items():
@@ -113,6 +125,15 @@ def bootstrap_fits(
                     record(name, {"a": refit.a, "b": refit.b})
                 except NotEnoughData:
                     n_failed[name] += 1
+            if data_constrained is not None:
+                try:
+                    refit = fit_data_constrained_table(resample, refit_from=data_constrained)
+                    record("data_constrained", _data_constrained_values(refit))
+                    if compute is not None and unique_tokens is not None:
+                        record("data_constrained", cap_values(refit.law, compute, unique_tokens,
+                                                              refit.flops_per_param_token))  # fmt: skip
+                except NotEnoughData:
+                    n_failed["data_constrained"] += 1
             if compute is not None:
                 loss_law = refits.get("approach3")
                 for name, refit in refits.items():

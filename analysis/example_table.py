@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.loss_law import LossLaw
+from analysis.loss_law import DataConstrainedLaw, LossLaw
 from analysis.results_table import FLOPS_PER_PARAM_TOKEN
 
 # A law in the regime of medical event models (about 1,000 tokens per parameter at 1e16 FLOPs, a ≈ 0.52).
@@ -25,6 +25,11 @@ EXAMPLE_LAW = LossLaw(E=1.2, A=70.0, B=900.0, alpha=0.30, beta=0.33)
 EXAMPLE_BUDGETS = (1e14, 3e14, 1e15, 3e15, 1e16, 3e16)
 # Epoch's fit of the Chinchilla runs, for tests at language-model scale.
 CHINCHILLA_LAW = LossLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+# The example law with repetition as Muennighoff et al. (2023) measured it (R*_D = 15.4).
+EXAMPLE_DATA_CONSTRAINED_LAW = DataConstrainedLaw(EXAMPLE_LAW, R_D_star=15.4)
+EXAMPLE_SIZES = (3e5, 1e6, 3e6, 1e7, 3e7)
+EXAMPLE_UNIQUE_TOKENS = (3e6, 3e7, 3e8)
+EXAMPLE_EPOCHS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def synthetic_isoflop_table(
@@ -56,6 +61,30 @@ def synthetic_isoflop_table(
     runs = pd.DataFrame(rows, columns=["run_id", "params", "tokens", "flops", "budget", "loss"])
     curves = pd.DataFrame(curve_rows, columns=["run_id", "tokens", "loss"]) if curve_points else None
     return runs, curves
+
+
+def synthetic_data_constrained_table(
+    law: DataConstrainedLaw,
+    sizes: tuple[float, ...] = EXAMPLE_SIZES,
+    unique_tokens: tuple[float, ...] = EXAMPLE_UNIQUE_TOKENS,
+    epochs: tuple[float, ...] = EXAMPLE_EPOCHS,
+    noise: float = 0.005,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A grid sizes x unique-data levels x epochs (tokens = epochs x U; below one epoch a run sees a fresh
+    subset) with final losses from L(N, D, U) and log-normal noise: columns run_id, params, tokens, flops,
+    unique_tokens, epochs, loss (no budget: runs are grouped by compute)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for params in sizes:
+        for unique in unique_tokens:
+            for passes in epochs:
+                tokens = passes * unique
+                loss = law.loss(params, tokens, unique) * np.exp(noise * rng.standard_normal())
+                run_id = f"N{params:.3g}-U{unique:.3g}-x{passes:g}".replace("+", "")
+                rows.append((run_id, params, tokens, FLOPS_PER_PARAM_TOKEN * params * tokens, unique, passes,
+                             float(loss)))  # fmt: skip
+    return pd.DataFrame(rows, columns=["run_id", "params", "tokens", "flops", "unique_tokens", "epochs", "loss"])
 
 
 def write_example_table(out_dir: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from analysis.backtest import Backtest, backtest_extrapolation
 from analysis.blas_threads import single_threaded_blas
 from analysis.bootstrap import BootstrapResult, bootstrap_fits
+from analysis.data_constrained import DataConstrainedFit, fit_data_constrained_table
 from analysis.envelope import EnvelopeFit, fit_training_curve_envelope
 from analysis.isoflop import IsoflopFit, fit_isoflop_profiles
 from analysis.parametric_fit import ParametricLossFit, fit_parametric_loss_table
@@ -28,6 +29,8 @@ class FitReport:
     approach1: EnvelopeFit | None = None
     approach2: IsoflopFit | None = None
     approach3: ParametricLossFit | None = None
+    data_constrained: DataConstrainedFit | None = None  # L(N, D, U), with the table's unique_tokens
+    unique_tokens: float | None = None  # U at which the bootstrap evaluated the data-constrained optimum
     single_variable: dict = field(default_factory=dict)
     bootstrap: BootstrapResult | None = None
     backtest: Backtest | None = None
@@ -45,6 +48,7 @@ class FitReport:
                 "n_budgets": len(self.table.budgets),
                 "flops_per_param_token": self.table.flops_per_param_token,
                 **fits,
+                "data_constrained": None if self.data_constrained is None else self.data_constrained.to_json(),
                 "single_variable": {
                     name: (None if law is None else law.to_json()) for name, law in self.single_variable.items()
                 },
@@ -63,10 +67,13 @@ def fit_all(
     compute: float | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    unique_tokens: float | None = None,
 ) -> FitReport:
     """Fit everything the table allows. `holdout`: None holds out the top budget, 0 skips the backtest,
-    K > 0 holds out the K highest-compute runs. `compute` adds the recommendation to the bootstrap."""
+    K > 0 holds out the K highest-compute runs. `compute` adds the recommendation to the bootstrap, and,
+    with the data-constrained law, its optimum under `unique_tokens` (default: the table's largest)."""
     report = FitReport(table=table, warnings=list(table.notes))
+    report.unique_tokens = unique_tokens if unique_tokens is not None else table.unique_tokens
     fitters = {
         "approach1": fit_training_curve_envelope,
         "approach2": fit_isoflop_profiles,
@@ -89,6 +96,12 @@ def fit_all(
             report.warnings.append(
                 f"approach3: did not converge (largest gradient {report.approach3.max_abs_gradient:.2g})"
             )
+        if "approach3" in approaches:  # the data-constrained law extends approach 3 (and starts from it)
+            try:
+                report.data_constrained = fit_data_constrained_table(table, warm_start=report.approach3)
+                report.warnings += report.data_constrained.warnings
+            except NotEnoughData as e:
+                report.warnings.append(str(e))
         report.single_variable, warnings = fit_single_variable_laws(table)
         report.warnings += warnings
         if holdout != 0:
@@ -103,6 +116,7 @@ def fit_all(
                 report.bootstrap = bootstrap_fits(
                     table, bootstrap, approach1=report.approach1, approach2=report.approach2,
                     approach3=report.approach3, compute=compute, seed=seed, progress=progress,
+                    data_constrained=report.data_constrained, unique_tokens=report.unique_tokens,
                 )  # fmt: skip
     return report
 

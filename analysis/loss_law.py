@@ -53,3 +53,38 @@ class LossLaw:
 
     def optimal_tokens(self, compute, flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN):
         return np.power(np.asarray(compute) / flops_per_param_token, self.b) / self.G
+
+
+DATA_CONSTRAINED_KEYS = (*LAW_KEYS, "R_D_star")
+
+
+def effective_tokens(tokens, unique_tokens, R_D_star: float):
+    """Muennighoff et al. (2023) effective data D' = U + U·R*_D·(1 - exp(-R_D / R*_D)), R_D = D/U - 1 the
+    epochs beyond the first; D' = D when D <= U (a fresh subset). U = inf means unlimited fresh data."""
+    tokens = np.asarray(tokens, dtype=float)
+    seen = np.minimum(np.asarray(unique_tokens, dtype=float), tokens)  # unique tokens actually drawn
+    repeats = tokens / seen - 1.0
+    return seen * (1.0 - R_D_star * np.expm1(-repeats / R_D_star))
+
+
+@dataclass(frozen=True)
+class DataConstrainedLaw:
+    """L(N, D, U) = law.loss(N, D'(D, U)): the law with fresh data, fed the effective data of Muennighoff et
+    al. (2023). R_D_star is the number of repeated epochs after which a repeat's worth has decayed by 1/e;
+    unlimited repetition of U tokens is worth at most U·(1 + R_D_star) fresh ones."""
+
+    law: LossLaw
+    R_D_star: float
+
+    @classmethod
+    def from_json(cls, law: dict) -> DataConstrainedLaw:
+        return cls(LossLaw.from_json(law), float(law["R_D_star"]))
+
+    def to_json(self) -> dict:
+        return {**self.law.to_json(), "R_D_star": self.R_D_star}
+
+    def effective_tokens(self, tokens, unique_tokens):
+        return effective_tokens(tokens, unique_tokens, self.R_D_star)
+
+    def loss(self, params, tokens, unique_tokens):
+        return self.law.loss(params, self.effective_tokens(tokens, unique_tokens))

@@ -1,6 +1,8 @@
 """The compute-optimal model at a budget C: N and D from the chosen approach (approach 3 by default; the
 others side by side), tokens per parameter, the loss approach 3 predicts there, bootstrap intervals, the
-concrete shape from the model ladder, and a run config the trainer accepts (the final run).
+concrete shape from the model ladder, and a run config the trainer accepts (the final run). Where the
+unique train tokens U are known (an argument, else the table's largest `unique_tokens`) and the
+data-constrained law was fitted, also the optimum under that data cap (`data_constrained`).
 
 `recommend_compute_optimal(report, C)` returns the JSON of `scaling recommend --json`
 (docs/contracts.md, "JSON contracts").
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import math
 
+from analysis.data_constrained import WARN_EPOCHS, cap_analysis
 from analysis.fit_report import APPROACHES, FitReport
 from models.ladder import shape_for_params
+from scaling.common.errors import InputError
 from scaling.common.jsonable import jsonable
 
 DEFAULT_VOCAB_SIZE = 512
@@ -46,8 +50,14 @@ def recommend_compute_optimal(
     approach: str = "approach3",
     vocab_size: int | None = None,
     seq_len: int = DEFAULT_SEQ_LEN,
+    unique_tokens: float | None = None,
 ) -> dict:
-    """The recommendation at `compute` FLOPs; falls back to the next available approach with a warning."""
+    """The recommendation at `compute` FLOPs; falls back to the next available approach with a warning.
+    `unique_tokens`: the data cap U [default: the one the report's bootstrap used, else the table's largest
+    `unique_tokens`]."""
+    if unique_tokens is not None and not (math.isfinite(unique_tokens) and unique_tokens > 0):
+        raise InputError(f"unique_tokens = {unique_tokens} is not a positive number of tokens",
+                         field="unique_tokens")  # fmt: skip
     warnings: list[str] = []
     chosen = approach
     if report.fit(approach) is None:
@@ -76,6 +86,7 @@ def recommend_compute_optimal(
             f"recommend: {compute:.3g} FLOPs is {compute / largest_budget:.0f}x the largest run; "
             "check the backtest before trusting this extrapolation"
         )
+    capped = data_constrained_recommendation(report, compute, unique_tokens, point, warnings)
     return jsonable(
         {
             "compute": compute,
@@ -90,9 +101,61 @@ def recommend_compute_optimal(
             "vocab_size": vocab,
             "extrapolation_factor": compute / largest_budget,
             "bootstrap": None if report.bootstrap is None else report.bootstrap.n,
+            "data_constrained": capped,
             "warnings": report.warnings + warnings,
         }
     )
+
+
+def data_constrained_recommendation(
+    report: FitReport, compute: float, unique_tokens: float | None, point: dict, warnings: list[str]
+) -> dict | None:
+    """The optimum under a cap of U unique tokens from the data-constrained law, with bootstrap intervals
+    (when the bootstrap ran at the same U): `unconstrained` (the same law with fresh data), `constrained`,
+    `loss_cost` (constrained minus unconstrained loss), `double_compute` and `double_unique_tokens` (the
+    constrained optimum with 2C, or with 2U) and which of the two buys more. None when U is unknown or
+    the law could not be fitted; appends its warnings."""
+    table_cap = report.table.unique_tokens
+    if unique_tokens is None:
+        unique_tokens = report.unique_tokens if report.unique_tokens is not None else table_cap
+    source = "results table (largest unique_tokens)" if unique_tokens == table_cap else "given"
+    if unique_tokens is None:
+        return None
+    if point.get("tokens") is not None and point["tokens"] > unique_tokens * (1 + 1e-9):
+        warnings.append(
+            f"recommend: {point['tokens']:.3g} tokens are {point['tokens'] / unique_tokens:.3g} epochs over "
+            f"{unique_tokens:.3g} unique tokens, but this law assumes every token is new; see data_constrained"
+        )
+    fit = report.data_constrained
+    if fit is None:
+        warnings.append(
+            f"recommend: no data-constrained optimum at {unique_tokens:.3g} unique tokens: its law could not be "
+            "fitted (see the data_constrained warning)"
+        )
+        return None
+    k = fit.flops_per_param_token
+    cap = cap_analysis(fit.law, compute, unique_tokens, k)
+    bootstrap = report.bootstrap
+    same_cap = bootstrap is not None and report.unique_tokens == unique_tokens
+
+    def interval(name: str) -> list[float] | None:
+        found = bootstrap.interval(f"data_constrained.{name}") if same_cap else None
+        return None if found is None else list(found)
+
+    cap["constrained"]["ci"] = {key: interval(f"constrained.{key}") for key in
+                                ("params", "tokens", "tokens_per_param", "epochs", "predicted_loss")}  # fmt: skip
+    cap["unconstrained"]["ci"] = {"predicted_loss": interval("unconstrained.predicted_loss")}
+    cap["loss_cost_ci"] = interval("loss_cost")
+    cap["double_compute"]["ci"] = {"predicted_loss": interval("double_compute.predicted_loss")}
+    cap["double_unique_tokens"]["ci"] = {"predicted_loss": interval("double_unique_tokens.predicted_loss")}
+    epochs = cap["constrained"]["epochs"]
+    if epochs > WARN_EPOCHS:
+        warnings.append(
+            f"recommend: the data-constrained optimum trains {epochs:.3g} epochs over {unique_tokens:.3g} unique "
+            f"tokens (more than {WARN_EPOCHS:g}): repeats are worth less than fresh data there, and the "
+            f"prediction leans on R*_D = {fit.R_D_star:.3g}; more unique data is worth considering"
+        )
+    return {"unique_tokens": unique_tokens, "unique_tokens_source": source, "law": fit.law.to_json(), **cap}
 
 
 def final_run_settings(

@@ -3,7 +3,9 @@ into IsoFLOP budgets. Every fit in `analysis` starts from a `ResultsTable`.
 
 Columns (docs/contracts.md, "Results table"): `params` (N, all parameters including embeddings), `tokens` (D)
 and `loss` are required; `flops` (C, default 6·N·D), `budget` (nominal IsoFLOP budget), `run_id`, `status` and
-`vocab_size` are used when present. Per-run training curves for approach 1 come either from a `curve` column
+`vocab_size` are used when present; so are `unique_tokens` (U, the unique train tokens a run drew from) and
+`epochs` (D / U), which the data-constrained law needs (a run that leaves them empty is taken as not
+repeating data). Per-run training curves for approach 1 come either from a `curve` column
 (a list of (tokens, loss) pairs per run; a JSON string in a CSV) or from a side file with columns `run_id,
 tokens, loss` (see `find_curves_file`).
 """
@@ -21,6 +23,9 @@ from scaling.common.errors import InputError
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
 OPTIONAL_POSITIVE_COLUMNS = ("flops", "budget")
+# Optional columns a run may leave empty (NaN): unique train tokens and epochs = tokens / unique_tokens.
+UNIQUE_TOKENS_COLUMNS = ("unique_tokens", "epochs")
+EPOCHS_TOLERANCE = 0.01  # relative disagreement of `epochs` with tokens / unique_tokens accepted
 # Runs whose compute differs by less than this many decades belong to one IsoFLOP budget
 # when the table has no `budget` column.
 BUDGET_GAP_DECADES = 0.1
@@ -63,6 +68,29 @@ class ResultsTable:
             return None
         values = self.runs["vocab_size"].dropna()
         return int(values.mode().iloc[0]) if len(values) else None
+
+    @property
+    def has_unique_tokens(self) -> bool:
+        """Whether any run records its unique train tokens (column `unique_tokens`, or `epochs`)."""
+        return "unique_tokens" in self.runs.columns and bool(self.runs["unique_tokens"].notna().any())
+
+    @property
+    def unique_tokens(self) -> float | None:
+        """The largest unique-token count of any run (the whole train split, for a sweep), or None."""
+        if not self.has_unique_tokens:
+            return None
+        return float(self.runs["unique_tokens"].max())
+
+    def unique_tokens_array(self) -> np.ndarray:
+        """Each run's unique train tokens; infinity (fresh data) where the run records none."""
+        if "unique_tokens" not in self.runs.columns:
+            return np.full(self.n_runs, np.inf)
+        return self.runs["unique_tokens"].to_numpy(float, na_value=np.inf)
+
+    def epochs_array(self) -> np.ndarray:
+        """Passes over the unique data, tokens / unique_tokens (0 where unknown: fresh data); below 1 for a
+        run that saw only part of its data."""
+        return self.runs["tokens"].to_numpy(float) / self.unique_tokens_array()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(params, tokens, loss) as float arrays."""
@@ -133,6 +161,7 @@ def results_from_frame(
             runs[column] = budgets
         else:
             runs[column] = _positive_column(runs[column], column, source)
+    runs = _unique_tokens_columns(runs, source, notes)
     if "flops" not in runs.columns:
         runs["flops"] = FLOPS_PER_PARAM_TOKEN * runs["params"] * runs["tokens"]
     if "budget" not in runs.columns:
@@ -150,6 +179,43 @@ def results_from_frame(
     if curves is not None:
         curves = _validate_curves(curves, source)
     return ResultsTable(runs=runs, source=source, curves=curves, notes=tuple(notes))
+
+
+def _unique_tokens_columns(runs: pd.DataFrame, source: str, notes: list[str]) -> pd.DataFrame:
+    """Validate the optional `unique_tokens` and `epochs` columns (positive where given; empty allowed):
+    `unique_tokens` is derived from `epochs` where only that is given, and `epochs` is then
+    tokens / unique_tokens (a given `epochs` that disagrees by more than 1% is an error)."""
+    present = [c for c in UNIQUE_TOKENS_COLUMNS if c in runs.columns]
+    if not present:
+        return runs
+    values = {}
+    for column in present:
+        given = runs[column].notna().to_numpy()
+        column_values = np.full(len(runs), np.nan)
+        if given.any():
+            column_values[given] = _positive_column(runs[column][given], column, source).to_numpy()
+        values[column] = column_values
+    tokens = runs["tokens"].to_numpy(float)
+    unique = values.get("unique_tokens", np.full(len(runs), np.nan))
+    if "epochs" in values:
+        epochs = values["epochs"]
+        both = np.isfinite(unique) & np.isfinite(epochs)
+        expected = tokens / unique
+        off = both & (np.abs(epochs - expected) > EPOCHS_TOLERANCE * expected)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise InputError(
+                f"{source}: column 'epochs' disagrees with tokens / unique_tokens in {int(off.sum())} rows "
+                f"(e.g. row {i}: {epochs[i]:.4g} vs {expected[i]:.4g}); expected epochs = tokens / unique_tokens"
+            )
+        only_epochs = ~np.isfinite(unique) & np.isfinite(epochs)
+        unique = np.where(only_epochs, tokens / np.where(only_epochs, epochs, 1.0), unique)
+    n_missing = int((~np.isfinite(unique)).sum())
+    if n_missing and np.isfinite(unique).any():
+        notes.append(f"{source}: {n_missing} runs record no unique_tokens; taken as not repeating data")
+    runs["unique_tokens"] = unique
+    runs["epochs"] = tokens / unique  # NaN where unique_tokens is unknown
+    return runs
 
 
 def group_isoflop_budgets(flops: np.ndarray, gap_decades: float = BUDGET_GAP_DECADES) -> np.ndarray:

@@ -47,6 +47,11 @@ def _check_compute(value: float | None) -> None:
         raise InputError(f"--compute: {value} is not a positive number of FLOPs")
 
 
+def _check_unique_tokens(value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InputError(f"--unique-tokens: {value} is not a positive number of unique train tokens")
+
+
 def _check_non_negative(option: str, value: int | None) -> None:
     if value is not None and value < 0:
         raise InputError(f"{option}: {value} is negative; expected 0 or more")
@@ -124,6 +129,10 @@ def recommend_command(
     seq_len: int = typer.Option(512, "--seq-len", help="context length of the final run (and the shape)"),
     batch_size: int = typer.Option(16, "--batch-size", help="windows per step of the final run"),
     lr: float = typer.Option(3e-3, "--lr", help="peak learning rate of the final run"),
+    unique_tokens: float | None = typer.Option(
+        None, "--unique-tokens",
+        help="unique train tokens available (the data cap) [default: the table's largest unique_tokens]",
+    ),
     data: str | None = typer.Option(None, "--data", help="token store of the final run (written into the config)"),
     config_out: Path | None = typer.Option(None, "--config-out", help="write the final run's config TOML here"),
     curves: Path | None = CURVES_OPTION,
@@ -134,16 +143,23 @@ def recommend_command(
     N, D, tokens per parameter and the predicted loss from approach 3 (the others side by side), the shape
     from the model ladder, and with --config-out a run config for `scaling train` (the final run).
 
+    With a data cap (--unique-tokens, or the table's unique_tokens) and runs that repeat data: the
+    data-constrained optimum (N, D, epochs, loss), the loss the cap costs, and what 2x compute vs 2x unique
+    data would buy.
+
     Examples:
 
       scaling recommend runs/sweep/results.parquet --compute 1e18
 
       scaling recommend results.csv --compute 3e19 --data runs/tokens --config-out final.toml --json
+
+      scaling recommend runs/sweep/results.parquet --compute 3e17 --unique-tokens 5e8
     """
     from analysis.recommend import final_run_settings, recommend_compute_optimal, run_config_toml
     from scaling.common.atomic import write_file_atomic
 
     _check_compute(compute)
+    _check_unique_tokens(unique_tokens)
     for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
         if value is not None and value < 1:
             raise InputError(f"{option}: {value} is not a positive integer")
@@ -152,8 +168,10 @@ def recommend_command(
     _check_non_negative("--bootstrap", bootstrap)
     (chosen,) = parse_approaches(approach)
     table = _load(results, curves)
-    report = _fit_with_progress(table, json_output, bootstrap=bootstrap, holdout=0, compute=compute, seed=seed)
-    recommendation = recommend_compute_optimal(report, compute, chosen, vocab_size=vocab_size, seq_len=seq_len)
+    report = _fit_with_progress(table, json_output, bootstrap=bootstrap, holdout=0, compute=compute, seed=seed,
+                                unique_tokens=unique_tokens)
+    recommendation = recommend_compute_optimal(report, compute, chosen, vocab_size=vocab_size, seq_len=seq_len,
+                                               unique_tokens=unique_tokens)
     recommendation["config"] = None
     if config_out is not None:
         if recommendation["shape"] is None or recommendation["tokens"] is None:
@@ -235,6 +253,14 @@ def _print_fit_summary(report) -> None:
             details = f"{fit['n_levels']} compute levels"
         table.add_row(name, _number(fit["a"]), _number(fit["b"]), details)
     console.print(table)
+    dc = data.get("data_constrained")
+    if dc is not None:
+        console.print(
+            f"data_constrained: L(N, D') with D' = U + U·R*_D·(1 - exp(-(D/U - 1)/R*_D)): E={dc['E']:.4g} "
+            f"A={dc['A']:.4g} B={dc['B']:.4g} alpha={dc['alpha']:.4f} beta={dc['beta']:.4f} "
+            f"R*_D={dc['R_D_star']:.4g} ({dc['n_repeated_runs']} runs repeat data, up to {dc['max_epochs']:.3g} "
+            f"epochs; converged={dc['converged']})"
+        )
     for name, law in data["single_variable"].items():
         if law is not None:
             formula = f"L = {law['E']:.4g} + {law['A']:.4g} x^-{law['alpha']:.4f}"
@@ -249,7 +275,7 @@ def _print_fit_summary(report) -> None:
     if data["bootstrap"] is not None:
         ci = data["bootstrap"]["ci"]
         console.print(f"bootstrap ({data['bootstrap']['n']} resamples, 95%):")
-        for key in sorted(k for k in ci if k.endswith((".a", ".b", ".alpha", ".beta", ".E"))):
+        for key in sorted(k for k in ci if k.endswith((".a", ".b", ".alpha", ".beta", ".E", ".R_D_star"))):
             console.print(f"  {key}: [{ci[key][0]:.4g}, {ci[key][1]:.4g}]")
     for warning in data["warnings"]:
         stderr_console().print(f"[yellow]warning[/]: {warning}", highlight=False)
@@ -272,7 +298,31 @@ def _print_recommendation(rec: dict) -> None:
     for name, point in rec["approaches"].items():
         if point is not None and name != rec["approach"]:
             console.print(f"  {name}: params {_number(point['params'])}, tokens {_number(point['tokens'])}")
+    if rec.get("data_constrained"):
+        _print_data_constrained(console, rec["data_constrained"])
     if rec.get("config"):
         console.print(f"  run config: {rec['config']}  (scaling train {rec['config']})")
     for warning in rec["warnings"]:
         stderr_console().print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def _print_data_constrained(console, dc: dict) -> None:
+    def loss(point: dict) -> str:
+        interval = (point.get("ci") or {}).get("predicted_loss")
+        bounds = "" if interval is None else f" [{interval[0]:.4g}, {interval[1]:.4g}]"
+        return _number(point["predicted_loss"]) + bounds
+
+    def where(point: dict) -> str:
+        return (f"params {_number(point['params'])}, tokens {_number(point['tokens'])} "
+                f"({point['epochs']:.3g} epochs), loss {loss(point)}")  # fmt: skip
+
+    console.print(f"data cap: {dc['unique_tokens']:.4g} unique tokens ({dc['unique_tokens_source']}), "
+                  f"R*_D = {dc['law']['R_D_star']:.4g}:")  # fmt: skip
+    console.print(f"  unconstrained optimum: {where(dc['unconstrained'])}")
+    console.print(f"  data-constrained optimum: {where(dc['constrained'])}")
+    cost_ci = dc.get("loss_cost_ci")
+    console.print(f"  loss the cap costs: {_number(dc['loss_cost'])}"
+                  + ("" if cost_ci is None else f" [{cost_ci[0]:.4g}, {cost_ci[1]:.4g}]"))  # fmt: skip
+    console.print(f"  with 2x compute: loss {loss(dc['double_compute'])} (-{dc['double_compute']['loss_gain']:.4g})")
+    console.print(f"  with 2x unique data: loss {loss(dc['double_unique_tokens'])} "
+                  f"(-{dc['double_unique_tokens']['loss_gain']:.4g}); more {dc['better'].replace('_', ' ')} helps more")

@@ -1,0 +1,133 @@
+"""The data-constrained law L(N, D, U) (Muennighoff et al. 2023): its closed form, recovery of a known law
+from a table drawn from it, the optimum under a data cap, and null with a reason without repeated data."""
+
+import numpy as np
+import pytest
+from scipy.optimize import approx_fprime
+
+from analysis.data_constrained import (
+    RepeatData,
+    cap_analysis,
+    constrained_optimum,
+    fit_data_constrained_table,
+    objective_and_gradient,
+)
+from analysis.example_table import (
+    EXAMPLE_DATA_CONSTRAINED_LAW,
+    EXAMPLE_LAW,
+    EXAMPLE_SIZES,
+    EXAMPLE_UNIQUE_TOKENS,
+    synthetic_data_constrained_table,
+)
+from analysis.fit_report import fit_all
+from analysis.loss_law import DataConstrainedLaw
+from analysis.parametric_fit import fit_parametric_loss_table
+from analysis.results_table import NotEnoughData, results_from_frame
+from scaling.common.errors import InputError
+
+LAW = EXAMPLE_DATA_CONSTRAINED_LAW
+
+
+def test_effective_data_is_the_closed_form():
+    U, r_star = 1e6, LAW.R_D_star
+    assert LAW.effective_tokens(0.5 * U, U) == pytest.approx(0.5 * U)  # a fresh subset
+    assert LAW.effective_tokens(U, U) == pytest.approx(U)
+    for epochs in (2.0, 4.0, 16.0, 32.0):
+        expected = U + U * r_star * (1 - np.exp(-(epochs - 1) / r_star))
+        assert LAW.effective_tokens(epochs * U, U) == pytest.approx(expected)
+    assert LAW.effective_tokens(1e6 * U, U) == pytest.approx(U * (1 + r_star))  # the ceiling
+    assert LAW.effective_tokens(3e9, np.inf) == pytest.approx(3e9)  # unlimited data
+    assert LAW.loss(1e7, 4e9, np.inf) == pytest.approx(EXAMPLE_LAW.loss(1e7, 4e9))
+    assert DataConstrainedLaw.from_json(LAW.to_json()) == LAW
+
+
+def test_gradient_is_exact():
+    table = results_from_frame(synthetic_data_constrained_table(LAW))
+    params, tokens, loss = table.arrays()
+    data = RepeatData.from_arrays(params, tokens, table.unique_tokens_array(), loss)
+    theta = np.array([0.1, 4.0, 7.0, 0.3, 0.35, np.log(8.0)])
+    numeric = approx_fprime(theta, lambda t: objective_and_gradient(t, data)[0], 1e-7)
+    np.testing.assert_allclose(objective_and_gradient(theta, data)[1], numeric, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("r_star,seed", [(15.4, 0), (5.0, 1), (40.0, 2)])
+def test_recovers_a_known_law(r_star, seed):
+    true = DataConstrainedLaw(EXAMPLE_LAW, r_star)
+    table = results_from_frame(synthetic_data_constrained_table(true, noise=0.005, seed=seed))
+    fit = fit_data_constrained_table(table, warm_start=fit_parametric_loss_table(table))
+    assert fit.converged
+    assert fit.R_D_star == pytest.approx(r_star, rel=0.20)
+    for params in EXAMPLE_SIZES:
+        for unique in EXAMPLE_UNIQUE_TOKENS:
+            assert fit.predict(params, 16 * unique, unique) == pytest.approx(
+                true.loss(params, 16 * unique, unique), rel=0.01
+            )
+
+
+def test_constrained_optimum_spends_the_compute_and_costs_loss():
+    C, U, k = 1e17, 1e8, 6.0
+    point = constrained_optimum(LAW, C, U)
+    assert k * point["params"] * point["tokens"] == pytest.approx(C, rel=1e-9)
+    assert point["epochs"] == pytest.approx(point["tokens"] / U)
+    # the minimum over N: neighbours on the compute line are no better
+    for factor in (0.9, 1.1):
+        n = point["params"] * factor
+        assert LAW.loss(n, C / (k * n), U) >= point["predicted_loss"]
+    cap = cap_analysis(LAW, C, U)
+    free = cap["unconstrained"]
+    assert free["params"] == pytest.approx(EXAMPLE_LAW.optimal_params(C))
+    assert free["predicted_loss"] == pytest.approx(EXAMPLE_LAW.loss(free["params"], free["tokens"]))
+    assert free["predicted_loss"] < point["predicted_loss"] <= free["loss_at_unique_tokens"]
+    assert cap["loss_cost"] == pytest.approx(point["predicted_loss"] - free["predicted_loss"])
+    assert point["params"] > free["params"]  # a cap on data moves the optimum to larger models
+    assert cap["double_compute"]["predicted_loss"] < point["predicted_loss"]
+    assert cap["double_unique_tokens"]["predicted_loss"] < point["predicted_loss"]
+    # with plenty of unique data the cap costs nothing
+    plenty = cap_analysis(LAW, C, 1e15)
+    assert plenty["constrained"]["params"] == pytest.approx(free["params"], rel=1e-3)
+    assert plenty["loss_cost"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fit_report_adds_the_law_with_bootstrap_intervals():
+    table = results_from_frame(synthetic_data_constrained_table(LAW))
+    report = fit_all(table, approaches=("approach3",), bootstrap=8, holdout=0, compute=1e17)
+    data = report.to_json()
+    dc = data["data_constrained"]
+    assert set(dc) >= {"E", "A", "B", "alpha", "beta", "R_D_star", "converged", "form", "max_epochs"}
+    assert dc["n_repeated_runs"] == 75 and dc["max_epochs"] == 32
+    assert report.unique_tokens == max(EXAMPLE_UNIQUE_TOKENS)
+    ci = data["bootstrap"]["ci"]
+    low, high = ci["data_constrained.R_D_star"]
+    assert low <= dc["R_D_star"] <= high
+    assert {"data_constrained.constrained.predicted_loss", "data_constrained.loss_cost"} <= set(ci)
+
+
+@pytest.mark.parametrize("columns", ["none", "no_repeats"])
+def test_no_repetition_gives_null_with_a_reason(columns):
+    runs = synthetic_data_constrained_table(LAW, epochs=(0.25, 0.5, 1.0))
+    if columns == "none":
+        runs = runs.drop(columns=["unique_tokens", "epochs"])
+    table = results_from_frame(runs)
+    with pytest.raises(NotEnoughData, match="^data_constrained: "):
+        fit_data_constrained_table(table)
+    data = fit_all(table, holdout=0).to_json()
+    assert data["data_constrained"] is None
+    assert data["approach3"] is not None
+    reason = "records no unique_tokens" if columns == "none" else "needs 3+ runs that repeat data"
+    assert any(w.startswith("data_constrained:") and reason in w for w in data["warnings"])
+
+
+def test_results_table_reads_unique_tokens_and_epochs():
+    runs = synthetic_data_constrained_table(LAW, sizes=(1e6,), unique_tokens=(1e7,), epochs=(1.0, 4.0))
+    table = results_from_frame(runs.drop(columns=["unique_tokens"]))  # derived from epochs
+    np.testing.assert_allclose(table.unique_tokens_array(), 1e7)
+    assert table.unique_tokens == 1e7
+    partial = runs.assign(unique_tokens=[1e7, np.nan], epochs=[1.0, np.nan])
+    table = results_from_frame(partial)
+    assert np.isinf(table.unique_tokens_array()).sum() == 1
+    assert any("taken as not repeating data" in note for note in table.notes)
+    with pytest.raises(InputError, match="column 'epochs' disagrees with tokens / unique_tokens"):
+        results_from_frame(runs.assign(epochs=[1.0, 2.0]))
+    with pytest.raises(InputError, match="column 'unique_tokens' has 1 non-positive values"):
+        results_from_frame(runs.assign(unique_tokens=[1e7, 0.0], epochs=np.nan))
+    assert not results_from_frame(runs.drop(columns=["unique_tokens", "epochs"])).has_unique_tokens
