@@ -119,7 +119,7 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     for key in ("name", "data", "grid"):
         require(source, raw, key)
     name = _typed(source, "name", raw["name"], str)
-    if not name or "/" in name:
+    if not name or "/" in name or set(name) == {"."}:
         raise InputError(f"{source}: name = {name!r} must be a non-empty name without '/'")
     axes = _axes(source, _table(source, "grid", raw["grid"]))
     model = _table(source, "model", raw.get("model", {}))
@@ -275,5 +275,7 @@ def _positive_list(source: str, name: str, value: Any) -> tuple[float, ...]:
         number = _typed(source, f"{name}[{i}]", item, float)
         if not number > 0:
             raise InputError(f"{source}: {name}[{i}] = {number:g} must be positive")
+        if not math.isfinite(number):
+            raise InputError(f"{source}: {name}[{i}] = {number:g} must be a finite number")
         out.append(number)
     return tuple(out)

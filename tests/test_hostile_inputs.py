@@ -113,3 +113,34 @@ def test_task_numbers_must_be_finite(value):
     with pytest.raises(InputError, match="horizon_days = "):
         parse_tasks({"prediction": {"r": {"rule": "random"}}, "task": [{**good, "horizon_days": value}]},
                     source="t.toml")
+
+
+def test_text_files_that_are_not_utf8_and_nan_bin_edges_are_refused(tmp_path, run_cli):
+    toml = tmp_path / "run.toml"
+    toml.write_bytes(b'data = "x"\n# caf\xe9\n')
+    code, out, err = run_cli("train", str(toml))
+    assert code == 2 and out == "" and "not UTF-8 text" in err and "Traceback" not in err
+    root = write_dataset(tmp_path / "meds", ROWS, {1: "train", 2: "train", 3: "tuning", 4: "held_out"})
+    (root / "metadata" / "dataset.json").write_bytes(b'{"dataset_name": "caf\xe9"}')
+    with pytest.raises(InputError, match="dataset.json: not UTF-8 text"):
+        read_meds(root)
+    (root / "metadata" / "dataset.json").write_text("{}")
+    codes = pa.table({"code": ["LAB//X"], "description": ["x"], "parent_codes": [[]],
+                      "value_bin_edges": pa.array([[1.0, float("nan"), 3.0]], pa.list_(pa.float64()))})
+    pq.write_table(codes, root / "metadata" / "codes.parquet")
+    with pytest.raises(InputError, match=r"value_bin_edges of 'LAB//X' = \[1.0, nan, 3.0\]"):
+        read_meds(root).bin_edges()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"budgets = [2e+08, 4e+08]": "budgets = [2e+08, inf]"}, "grid.budgets[1] = inf must be a finite number"),
+    ({'name = "tiny"': 'name = ".."'}, "name = '..' must be a non-empty name"),
+])
+def test_grid_numbers_and_names_that_would_escape(tmp_path, edit, message):
+    from sweep_builders import tiny_store, write_grid
+
+    from sweeps.grid import load_grid
+
+    grid = write_grid(tmp_path / "g.toml", tiny_store(tmp_path / "tok"), **edit)
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_grid(grid)

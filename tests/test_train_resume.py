@@ -53,3 +53,27 @@ def test_train_resume_after_kill_9_ends_exactly_like_an_uninterrupted_run(tmp_pa
     b = pd.read_parquet(tmp_path / "uninterrupted" / "metrics.parquet").drop(columns="tokens_per_s")
     pd.testing.assert_frame_equal(a, b)  # every row, the ones before the kill included, bit for bit
     assert json.loads((killed / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(tmp_path, capsys):
+    """The latest checkpoint's files are truncated (a crash while writing, a bad disk): the run resumes from
+    the checkpoint before it, says so in one line, keeps the damaged one aside, and ends exactly like an
+    uninterrupted run."""
+    store = random_token_store(tmp_path / "store")
+    config = tiny_run_config(store, steps=24, eval_every=12, checkpoint_every=6, log_every=6,
+                             steps_per_dispatch=6, keep_checkpoints=3)
+    full = train_run(config, tmp_path / "full", progress=False)
+    run = tmp_path / "damaged"
+    train_run(config, run, progress=False)
+    (run / "summary.json").unlink()  # as if it had stopped right after its last checkpoint
+    latest = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    for path in (run / "checkpoints" / str(latest)).rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")
+    capsys.readouterr()
+    resumed = train_run(config, run, progress=False)
+    err = capsys.readouterr().err
+    assert f"checkpoints/{latest} cannot be restored" in err and "resuming from the checkpoint before it" in err
+    assert (run / "checkpoints_damaged" / str(latest)).is_dir()  # kept, not deleted
+    for key in ("status", "train_loss", "val_loss", "tokens", "steps"):
+        assert resumed[key] == full[key], key

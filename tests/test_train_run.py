@@ -261,3 +261,29 @@ def test_bad_unique_tokens_is_one_line_naming_the_file_and_field(store, tmp_path
     expected = message.format(n=split.n_tokens, store=store, first=first).replace("run.toml", str(config))
     assert code == 2 and expected in " ".join(err.split()) and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"seq_len": 100_000}, "fewer than one"),
+    ({"attention": "cudnn"}, "needs an NVIDIA GPU"),
+])
+def test_a_config_refused_by_the_store_or_the_machine_leaves_nothing_behind(store, tmp_path, change, message):
+    """Settings that only the token store or the machine can refuse are refused before the run directory
+    holds anything, so the corrected config then runs in the same directory."""
+    run = tmp_path / "run"
+    bad = tiny_run_config(store, steps=6, **change)
+    with pytest.raises(InputError, match=message):
+        train_run(bad, run, progress=False)
+    assert not run.exists()
+    assert train_run(tiny_run_config(store, steps=6), run, progress=False)["status"] == "finished"
+
+
+@pytest.mark.parametrize(("key", "value"), [("lr", float("inf")), ("weight_decay", float("nan")),
+                                            ("grad_clip", float("nan")), ("tokens", float("inf"))])
+def test_non_finite_settings_are_refused(store, key, value):
+    config = tiny_run_config(store, steps=6)
+    train = {k: v for k, v in config["train"].items() if not (key == "tokens" and k == "steps")}
+    with pytest.raises(InputError, match=f"train.{key} = {value!r} is not a finite number"):
+        parse_run_config({**config, "train": {**train, key: value}}, source="run.toml")
+    with pytest.raises(InputError, match="seed = -1 is negative"):
+        parse_run_config({**config, "seed": -1}, source="run.toml")

@@ -23,7 +23,9 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected a TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: not valid TOML: {e}") from None
 

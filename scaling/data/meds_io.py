@@ -45,7 +45,11 @@ class MedsDataset:
         out = {}
         for code, edges in zip(self.codes["code"].to_pylist(), self.codes[BIN_EDGES_COLUMN].to_pylist()):
             if edges:
-                out[code] = [float(e) for e in edges]
+                values = [float("nan") if e is None else float(e) for e in edges]
+                if not all(np.isfinite(values)) or any(b < a for a, b in zip(values, values[1:])):
+                    raise InputError(f"{self.root / meds.code_metadata_filepath}: {BIN_EDGES_COLUMN} of {code!r} = "
+                                     f"{values}; expected finite numbers in increasing order")
+                out[code] = values
         return out
 
     def split_of(self, subject_ids: np.ndarray) -> np.ndarray:
@@ -183,7 +187,9 @@ def _read_dataset_json(root: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected JSON") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
 

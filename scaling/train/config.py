@@ -181,6 +181,8 @@ def _validate(source: str, c: RunConfig) -> None:
     def fail(message: str):
         raise InputError(f"{source}: {message}")
 
+    if c.seed < 0:
+        fail(f"seed = {c.seed} is negative; seeds are 0 or more")
     if (t.steps is None) == (t.tokens is None):
         fail("give exactly one of train.steps or train.tokens")
     positive = ["batch_size", "seq_len", "eval_every", "eval_tokens", "checkpoint_every", "keep_checkpoints",
@@ -204,6 +206,11 @@ def _validate(source: str, c: RunConfig) -> None:
     if t.unique_tokens is not None and not (math.isfinite(t.unique_tokens) and t.unique_tokens > 0):
         fail(f"train.unique_tokens = {t.unique_tokens!r} must be a positive, finite number of tokens "
              "(leave it out to train on every train token)")
+    for section_name, section in (("model", m), ("train", t)):
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f"{section_name}.{f.name} = {value!r} is not a finite number")
     if t.warmup_steps is not None and not 0 <= t.warmup_steps < c.total_steps:
         fail(f"train.warmup_steps = {t.warmup_steps} must be 0 or more and less than the "
              f"{c.total_steps} training steps")

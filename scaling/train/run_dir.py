@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,6 +142,38 @@ class RunDir:
 
     # -- checkpoints/ --------------------------------------------------------------------------------------
 
+    def remove_unstarted(self) -> None:
+        """Remove the run files of a run refused before it trained (its config.json was written by the same
+        call), and the directory when nothing else is left in it."""
+        for path in (self.config_path, self.metrics_path, self.summary_path):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoints_path, ignore_errors=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+    @property
+    def damaged_checkpoints_path(self) -> Path:
+        return self.path / "checkpoints_damaged"
+
+    def restore_latest(self, abstract: dict, warn=None) -> tuple[int, dict | None]:
+        """(step, items) of the newest checkpoint that restores; (0, None) when there is none. A checkpoint
+        that fails to restore (a crash while it was written, a damaged disk) is moved to
+        checkpoints_damaged/ with a warning, so resuming starts from the one before instead of failing."""
+        import orbax.checkpoint as ocp  # lazy: start-up time (see the note at the imports)
+
+        for step in reversed(self.checkpoint_steps()):
+            try:
+                with ocp.CheckpointManager(self.checkpoints_path) as manager:
+                    return step, restore_items(manager, step, abstract)
+            except Exception as e:  # any failure to read it: orbax, tensorstore and OS errors differ
+                self.damaged_checkpoints_path.mkdir(exist_ok=True)
+                os.replace(self.checkpoint_path(step), self.damaged_checkpoints_path / str(step))
+                if warn is not None:
+                    reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                    warn(f"warning: {self.checkpoint_path(step)} cannot be restored ({reason}); moved to "
+                         f"{self.damaged_checkpoints_path.name}/, resuming from the checkpoint before it")
+        return 0, None
+
     def checkpoint_steps(self) -> list[int]:
         if not self.checkpoints_path.is_dir():
             return []
@@ -185,12 +218,19 @@ class RunDir:
         if not self.checkpoints_path.is_dir():
             raise InputError(f"{self.path}: no {self.CHECKPOINTS}/ directory; the run has not saved a checkpoint yet")
         graphdef, abstract_params = abstract_model(ModelShape.from_dict(record["shape"]))
-        with ocp.CheckpointManager(self.checkpoints_path) as manager:
-            step = manager.latest_step()
-            if step is None:
-                raise InputError(f"{self.checkpoints_path}: no checkpoint; the run has not saved one yet")
-            params = restore_items(manager, step, {PARAMS: abstract_params})[PARAMS]
-        return nnx.merge(graphdef, params), config, int(step)
+        if not self.checkpoint_steps():
+            raise InputError(f"{self.checkpoints_path}: no checkpoint; the run has not saved one yet")
+        for step in reversed(self.checkpoint_steps()):
+            try:
+                with ocp.CheckpointManager(self.checkpoints_path) as manager:
+                    params = restore_items(manager, step, {PARAMS: abstract_params})[PARAMS]
+                return nnx.merge(graphdef, params), config, int(step)
+            except Exception as e:  # a damaged checkpoint: the one before it serves (and says so)
+                print(f"warning: {self.checkpoint_path(step)} cannot be restored "
+                      f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); using an earlier one",
+                      file=sys.stderr)
+        raise InputError(f"{self.checkpoints_path}: no checkpoint can be restored (all {len(self.checkpoint_steps())} "
+                         "are damaged)")
 
 
 def save_args(params, opt_state) -> ocp.args.Composite:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,7 +34,7 @@ from scaling.common.errors import InputError
 from scaling.data.token_store import TokenStore, train_subset
 from scaling.train.batches import WindowSampler, evaluation_batches
 from scaling.train.config import RunConfig, load_run_config, parse_run_config
-from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, OPT_STATE, PARAMS, RunDir, restore_items, save_args
+from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, OPT_STATE, PARAMS, RunDir, save_args
 from scaling.train.step import (
     batch_sharding,
     data_mesh,
@@ -111,6 +112,13 @@ def plan_run(config: RunConfig, store: TokenStore, source: str | None = None) ->
         impl = "cudnn" if jax.default_backend() == "gpu" and dtype == "bfloat16" else None
     elif impl == "xla":
         impl = None
+    elif jax.default_backend() != "gpu":
+        raise InputError(f"{source + ': ' if source else ''}train.attention = 'cudnn' needs an NVIDIA GPU; this "
+                         f"process runs JAX on {jax.default_backend()} (use 'auto' or 'xla')")
+    if store.split("tuning").n_tokens < config.train.seq_len + 1:
+        raise InputError(f"{source + ': ' if source else ''}train.seq_len = {config.train.seq_len}: the tuning "
+                         f"split of {store.path} has {store.split('tuning').n_tokens} tokens, fewer than one "
+                         "validation window of seq_len + 1")
     return RunPlan(
         shape=shape, total_steps=config.total_steps, warmup_steps=config.warmup_steps,
         tokens_per_step=config.tokens_per_step, params=counts["total"], params_nonembed=counts["non_embedding"],
@@ -246,12 +254,17 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
     if done and done.get("status") in DONE:
         console.print(f"{run.path}: already {done['status']}; nothing to do")
         return done
+    fresh = not run.is_run()
     run.path.mkdir(parents=True, exist_ok=True)
     if writes_run_files():
         run.write_record(record)
     try:
         return _train(config, plan, store, run, console, progress)
-    except (InputError, KeyboardInterrupt):
+    except InputError:
+        if fresh:  # refused before it trained: leave nothing that would block the corrected config
+            run.remove_unstarted()
+        raise
+    except KeyboardInterrupt:
         raise
     except Exception as e:
         summary = _summary(plan, FAILED, step=None, train_loss=None, val_loss=None,
@@ -302,10 +315,10 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
                         grad_clip=t.grad_clip)
     state = jax.device_put({PARAMS: params, OPT_STATE: tx.init(params)}, rep)
 
+    start, restored = run.restore_latest(state, warn=lambda message: print(message, file=sys.stderr))
+    if restored is not None:
+        state = restored
     manager = run.checkpoint_manager(keep=t.keep_checkpoints, asynchronous=True)
-    start = manager.latest_step() or 0
-    if start:
-        state = restore_items(manager, start, state)
     params, opt_state = state[PARAMS], state[OPT_STATE]
     rows = metrics_up_to(run, start)
 
