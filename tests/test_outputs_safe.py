@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from scaling.common.atomic import atomic_directory, refuse_existing, write_json_atomic
+from scaling.common.atomic import _HOST, atomic_directory, refuse_existing, write_json_atomic
 from scaling.common.errors import InputError
 
 RESULTS = "params,tokens,loss\n" + "".join(f"{n},{d},{1.5 + 40 / n ** 0.3 + 60 / d ** 0.3:.4f}\n"
@@ -91,11 +91,14 @@ def test_a_temporary_sibling_left_by_a_killed_process_is_removed_on_the_next_run
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".store.")]
     assert len(left) == 1 and left[0].is_dir()
     # a sibling of a process that is still alive (this one) is left alone
-    alive = tmp_path / f".store.{os.getpid()}.abcd.tmp"
+    alive = tmp_path / f".store.{os.getpid()}-{_HOST}.abcd.tmp"
+    other_host = tmp_path / ".store.999999-00000000.abcd.tmp"  # another machine's: its pid means nothing here
+    other_host.mkdir()
     alive.mkdir()
     with atomic_directory(tmp_path / "store") as tmp:
         (tmp / "whole").write_text("y")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "store"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other_host.name, "store"])
     shutil.rmtree(alive)
+    shutil.rmtree(other_host)
     write_json_atomic(tmp_path / "store" / "s.json", {"ok": True})
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["s.json", "whole"]

@@ -4,8 +4,10 @@ so an interrupted command never leaves a half-written directory or file behind."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +26,15 @@ def _umask() -> int:
 UMASK = _umask()  # outputs get the usual modes (0777/0666 less the umask), not mkdtemp's private 0700/0600
 
 
+# This machine, in temporary names: on storage that several hosts share, a process id says nothing about
+# another host's processes, so only this host's abandoned siblings are removed.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def _temporary_prefix(target: Path) -> str:
-    """Temporary siblings are named .NAME.PID.*.tmp, so a later run can tell an abandoned one (its process
-    is gone: killed, or the machine restarted) from one still being written."""
-    return f".{target.name}.{os.getpid()}."
+    """Temporary siblings are named .NAME.PID-HOST.*.tmp, so a later run on the same host can tell an
+    abandoned one (its process is gone: killed, or the machine restarted) from one still being written."""
+    return f".{target.name}.{os.getpid()}-{_HOST}."
 
 
 def _process_alive(pid: int) -> bool:
@@ -44,8 +51,8 @@ def remove_abandoned_siblings(target: Path) -> list[Path]:
     """Remove the temporary siblings of `target` left by interrupted processes; return what was removed."""
     removed = []
     for sibling in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
-        pid = sibling.name[len(target.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        pid, _, host = sibling.name[len(target.name) + 2:].split(".", 1)[0].partition("-")
+        if pid.isdigit() and host == _HOST and not _process_alive(int(pid)):
             shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
             removed.append(sibling)
     old = target.with_name(f".{target.name}.old")
