@@ -32,8 +32,9 @@ from analysis.parametric_fit import (
     MIN_RUNS,
     LogData,
     ParametricLossFit,
-    huber,
+    huber_objective_parts,
     project_linear_terms,
+    theta_from_linear,
 )
 from analysis.results_table import FLOPS_PER_PARAM_TOKEN, NotEnoughData, ResultsTable
 
@@ -133,33 +134,14 @@ class RepeatData:
 
 def objective_and_gradient(theta: np.ndarray, data: RepeatData) -> tuple[float, np.ndarray]:
     """Summed Huber loss of log L(N, D'(R*_D)) - log loss and its gradient; theta = (e, a, b, alpha, beta,
-    log R*_D). d log D' / d log R*_D = (R*(1 - x) - R_D·x) / (1 + R*(1 - x)), x = exp(-R_D / R*)."""
-    e, a, b, alpha, beta, log_r = theta
-    r_star = np.exp(log_r)
+    log R*_D): approach 3's objective on the effective data, chained through
+    d log D' / d log R*_D = (R*(1 - x) - R_D·x) / (1 + R*(1 - x)), x = exp(-R_D / R*)."""
+    r_star = np.exp(theta[5])
     x = np.exp(-data.repeats / r_star)
     kept = -r_star * np.expm1(-data.repeats / r_star)  # R*(1 - x)
-    log_effective = np.log(data.seen) + np.log1p(kept)
     dlog_effective = (kept - data.repeats * x) / (1.0 + kept)
-    log_size_term = a - alpha * data.log_params
-    log_data_term = b - beta * log_effective
-    largest = np.maximum(np.maximum(log_size_term, log_data_term), e)
-    irreducible = np.exp(e - largest)
-    size_term = np.exp(log_size_term - largest)
-    data_term = np.exp(log_data_term - largest)
-    total = irreducible + size_term + data_term
-    residual = largest + np.log(total) - data.log_loss
-    weight = np.clip(residual, -data.delta, data.delta) / total
-    gradient = np.array(
-        [
-            weight @ irreducible,
-            weight @ size_term,
-            weight @ data_term,
-            -(weight * size_term) @ data.log_params,
-            -(weight * data_term) @ log_effective,
-            -beta * (weight * data_term) @ dlog_effective,
-        ]
-    )
-    return float(huber(residual, data.delta).sum()), gradient
+    objective, gradient, token_gradient = huber_objective_parts(theta[:5], data.at(r_star))
+    return objective, np.append(gradient, token_gradient @ dlog_effective)
 
 
 def _bounds():
@@ -174,9 +156,7 @@ def _polish(theta: np.ndarray, data: RepeatData):
 
 
 def _theta(E: float, A: float, B: float, alpha: float, beta: float, R_D_star: float) -> np.ndarray:
-    linear = np.array([E, A, B], dtype=float)
-    floor = 1e-12 * max(float(linear.max()), 1e-12)  # an exactly-zero term would be log 0
-    return np.array([*np.log(np.maximum(linear, floor)), alpha, beta, np.log(R_D_star)])
+    return np.append(theta_from_linear(np.array([E, A, B], dtype=float), alpha, beta), np.log(R_D_star))
 
 
 def _starts(data: RepeatData, warm_start: ParametricLossFit | None) -> list[np.ndarray]:

@@ -122,6 +122,13 @@ def huber_objective_and_gradient(theta: np.ndarray, data: LogData) -> tuple[floa
     log L = log(exp(e) + exp(a - alpha·log N) + exp(b - beta·log D)), computed stably around the largest term;
     d objective / d term = huber'(residual) · (the term's share of L).
     """
+    objective, gradient, _ = huber_objective_parts(theta, data)
+    return objective, gradient
+
+
+def huber_objective_parts(theta: np.ndarray, data: LogData) -> tuple[float, np.ndarray, np.ndarray]:
+    """`huber_objective_and_gradient` and, per run, d objective / d log D (n,): what a law that makes D a
+    function of other parameters (analysis.data_constrained) needs for its chain rule."""
     e, a, b, alpha, beta = theta
     log_size_term = a - alpha * data.log_params  # (n,)
     log_data_term = b - beta * data.log_tokens  # (n,)
@@ -141,7 +148,7 @@ def huber_objective_and_gradient(theta: np.ndarray, data: LogData) -> tuple[floa
             -(weight * data_term) @ data.log_tokens,
         ]
     )
-    return float(huber(residual, data.delta).sum()), gradient
+    return float(huber(residual, data.delta).sum()), gradient, -beta * weight * data_term
 
 
 def grid_objective(starts: np.ndarray, data: LogData) -> np.ndarray:
@@ -186,7 +193,7 @@ def _polish(theta: np.ndarray, data: LogData):
     )
 
 
-def _theta_from_linear(p: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+def theta_from_linear(p: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     # an exactly-zero term would be log 0; start it tiny instead
     floor = 1e-12 * max(float(p.max()), 1e-12)
     return np.array([*np.log(np.maximum(p, floor)), alpha, beta])
@@ -222,7 +229,7 @@ def _fit_parametric_loss(params, tokens, loss, delta, flops_per_param_token, war
             return fit
     # variable projection: each (alpha, beta) pair of Chinchilla's grid with its (E, A, B) solved
     starts = [
-        _theta_from_linear(project_linear_terms(alpha, beta, data), alpha, beta)
+        theta_from_linear(project_linear_terms(alpha, beta, data), alpha, beta)
         for alpha, beta in itertools.product(INIT_ALPHA, INIT_BETA)
     ]
     # safeguard: the best raw points of the full 4,500-point grid as well

@@ -64,25 +64,32 @@ def loopback_cluster():
                 os.killpg(start.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        deadline = time.time() + 30
-        while (left := processes_with_token(token)) and time.time() < deadline:
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.5)
+        kill_processes_with_env(f"RAY_AUTH_TOKEN={token}")
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def processes_with_token(token: str) -> list[int]:
+def processes_with_env(entry: str) -> list[int]:
+    """Processes (not this one) whose environment holds `entry` ("NAME=value")."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if f"RAY_AUTH_TOKEN={token}".encode() in (proc / "environ").read_bytes():
+            if entry.encode() in (proc / "environ").read_bytes():
                 found.append(int(proc.name))
         except (OSError, PermissionError):
             continue
     return found
+
+
+def kill_processes_with_env(entry: str, seconds: float = 30) -> None:
+    """SIGKILL every process whose environment holds `entry`, until none is left or `seconds` pass: tears
+    down a Ray cluster started with a marker in its environment, workers included."""
+    deadline = time.time() + seconds
+    while (left := processes_with_env(entry)) and time.time() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)

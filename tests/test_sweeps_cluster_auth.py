@@ -7,30 +7,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import pytest
-from conftest import RAY, free_port
+from conftest import RAY, free_port, kill_processes_with_env
 from sweep_builders import tiny_store, write_grid
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _processes_marked(mark: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if f"SCALING_TEST_CLUSTER={mark}".encode() in (proc / "environ").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture
@@ -52,14 +38,8 @@ def token_cluster(tmp_path):
         assert "Token authentication is enabled" in start.stdout + start.stderr  # the situation of the report
         yield f"127.0.0.1:{port}", env
     finally:
-        deadline = time.time() + 30
-        while (left := _processes_marked(mark)) and time.time() < deadline:
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.5)
+        kill_processes_with_env(f"SCALING_TEST_CLUSTER={mark}")
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_sweep_joins_a_token_cluster_by_address_as_the_readme_says(tmp_path, token_cluster):

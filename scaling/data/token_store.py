@@ -72,10 +72,8 @@ class TokenSplit:
     def nested_subset(self, unique_tokens: float) -> np.ndarray:
         """The patients (sorted indices into this split) of the shortest prefix of `nested_order` whose
         tokens reach `unique_tokens`: deterministic, independent of any seed, and nested (a larger count's
-        subset holds a smaller count's). `unique_tokens` must be positive and at most `n_tokens`."""
-        if not (math.isfinite(unique_tokens) and 0 < unique_tokens <= self.n_tokens):
-            raise InputError(f"unique_tokens = {unique_tokens!r} must be positive and at most the "
-                             f"{self.n_tokens:,} tokens of split '{self.name}'", field="unique_tokens")
+        subset holds a smaller count's). `unique_tokens` is positive and at most `n_tokens` (`train_subset`
+        checks it against the store)."""
         reached = np.cumsum(self.lengths[self.nested_order])
         count = int(np.searchsorted(reached, unique_tokens, side="left")) + 1
         return np.sort(self.nested_order[:count])
