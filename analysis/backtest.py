@@ -4,6 +4,11 @@ A scaling law is used to extrapolate, so the useful check is an extrapolation th
 hold out the top IsoFLOP budget (default) or the K highest-compute runs, fit approach 3 on the rest, and
 report the relative error of each held-out loss. When a whole budget is held out, the compute-optimal size
 that approaches 2 and 3 predict for it is also compared with the minimum of its own IsoFLOP profile.
+
+`leave_future_out` repeats that for every budget b a fit can reach: fit approach 3 on the budgets below b
+only, predict every run at b, and report one row per b (how far the fit extrapolated, and how well). Read
+down the table to see whether the error grows with the extrapolation factor: the forecast of a final run
+far past the sweep is only as good as that trend.
 """
 
 from __future__ import annotations
@@ -105,3 +110,31 @@ def _optimal_params_check(table: ResultsTable, fit_table: ResultsTable, law: Par
     except NotEnoughData:
         pass
     return check
+
+
+def leave_future_out(table: ResultsTable) -> list[dict]:
+    """One row per budget b after the first two: approach 3 fitted on the runs of the budgets below b
+    predicts every run at b. A budget whose past is too thin for approach 3 gets a row with `error`."""
+    rows = []
+    budgets = table.budgets
+    budget_of_run = table.runs["budget"].to_numpy()
+    for i in range(2, len(budgets)):
+        budget = float(budgets[i])
+        past = np.flatnonzero(budget_of_run < budget)
+        at_b = (budget_of_run == budget)
+        fit_table = table.select(past)
+        row = {"budget": budget, "fit_budgets": [float(b) for b in budgets[:i]], "fit_runs": len(past),
+               "predicted_runs": int(at_b.sum()),
+               "extrapolation_factor": float(table.runs.loc[at_b, "flops"].max() / fit_table.runs["flops"].max())}
+        try:
+            with single_threaded_blas():
+                law = fit_parametric_loss_table(fit_table)
+        except NotEnoughData as e:
+            rows.append({**row, "error": str(e)})
+            continue
+        runs = table.runs.loc[at_b]
+        errors = law.predict(runs["params"].to_numpy(float), runs["tokens"].to_numpy(float)) / runs["loss"] - 1.0
+        rows.append({**row, "median_abs_rel_error": float(np.median(np.abs(errors))),
+                     "max_abs_rel_error": float(np.max(np.abs(errors))), "mean_rel_error": float(np.mean(errors)),
+                     "converged": law.converged})
+    return rows

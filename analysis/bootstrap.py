@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.blas_threads import single_threaded_blas
+from analysis.compute_pricing import ComputePricing
 from analysis.data_constrained import DataConstrainedFit, cap_values, fit_data_constrained_table
 from analysis.envelope import EnvelopeFit, fit_training_curve_envelope
 from analysis.isoflop import IsoflopFit, fit_isoflop_profiles
@@ -60,11 +61,16 @@ def _data_constrained_values(fit: DataConstrainedFit) -> dict[str, float]:
             "a": law.a, "b": law.b}  # fmt: skip
 
 
-def _recommendation_values(fit, compute: float, loss_law: ParametricLossFit | None) -> dict[str, float]:
-    """N_opt, D_opt, D/N and the predicted loss at `compute`; nothing for a degenerate refit (an exponent of 0
-    says size or data does not matter, so it has no compute-optimal allocation)."""
-    with np.errstate(divide="ignore"):
-        params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
+def _recommendation_values(fit, compute: float, loss_law: ParametricLossFit | None,
+                           pricing: ComputePricing | None = None) -> dict[str, float]:
+    """N_opt, D_opt, D/N and the predicted loss at `compute` (approach 3's under `pricing` when given);
+    nothing for a degenerate refit (an exponent of 0 says size or data does not matter, so it has no
+    compute-optimal allocation)."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if pricing is not None and isinstance(fit, ParametricLossFit):
+            params, tokens = pricing.optimum(fit.law, compute)
+        else:
+            params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
     if not (np.isfinite(params) and np.isfinite(tokens) and params > 0 and tokens > 0):
         return {}
     values = {"optimal_params": params, "optimal_tokens": tokens, "tokens_per_param": tokens / params}
@@ -85,6 +91,7 @@ def bootstrap_fits(
     progress: Callable[[int], None] | None = None,
     data_constrained: DataConstrainedFit | None = None,
     unique_tokens: float | None = None,
+    pricing: ComputePricing | None = None,
 ) -> BootstrapResult:
     """Refit the approaches given (those that ran on the full table) on `n_resamples` resamples of runs.
     With `data_constrained`, its law too (warm-started at the full-data fit), and with `compute` and
@@ -137,7 +144,7 @@ def bootstrap_fits(
             if compute is not None:
                 loss_law = refits.get("approach3")
                 for name, refit in refits.items():
-                    record(name, _recommendation_values(refit, compute, loss_law))
+                    record(name, _recommendation_values(refit, compute, loss_law, pricing))
             if progress is not None:
                 progress(i + 1)
     return BootstrapResult(

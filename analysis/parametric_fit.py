@@ -180,8 +180,9 @@ def project_linear_terms(alpha: float, beta: float, data: LogData) -> np.ndarray
     return q / scale
 
 
-def _polish(theta: np.ndarray, data: LogData):
-    bounds = [(None, None)] * 3 + [EXPONENT_BOUNDS] * 2
+def _polish(theta: np.ndarray, data: LogData, fixed_e: float | None = None):
+    e_bounds = (None, None) if fixed_e is None else (fixed_e, fixed_e)  # equal bounds hold e in place
+    bounds = [e_bounds] + [(None, None)] * 2 + [EXPONENT_BOUNDS] * 2
     return minimize(
         huber_objective_and_gradient,
         theta,
@@ -207,24 +208,36 @@ def fit_parametric_loss(
     delta: float = HUBER_DELTA,
     flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN,
     warm_start: ParametricLossFit | None = None,
+    fixed_E: float | None = None,
 ) -> ParametricLossFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta to runs (N, D, final loss).
 
     With `warm_start` (a bootstrap refit), only the final 5-parameter L-BFGS runs, from that fit; if it does
-    not pass the convergence check the full search runs instead.
+    not pass the convergence check the full search runs instead. With `fixed_E` the irreducible loss is
+    pinned at that value (0 for a pure power law) and only A, B, alpha, beta are fitted.
     """
     with single_threaded_blas():
-        return _fit_parametric_loss(params, tokens, loss, delta, flops_per_param_token, warm_start)
+        return _fit_parametric_loss(params, tokens, loss, delta, flops_per_param_token, warm_start, fixed_E)
 
 
-def _fit_parametric_loss(params, tokens, loss, delta, flops_per_param_token, warm_start) -> ParametricLossFit:
+PINNED_ZERO_E = 1e-12  # E = 0 in the log-sum-exp form (log 0 is not a number)
+
+
+def _fit_parametric_loss(params, tokens, loss, delta, flops_per_param_token, warm_start,
+                         fixed_E=None) -> ParametricLossFit:
     started = time.perf_counter()
     data = LogData.from_arrays(params, tokens, loss, delta)
+    fixed_e = None if fixed_E is None else float(np.log(max(fixed_E, PINNED_ZERO_E)))
+
+    def pinned(theta: np.ndarray) -> np.ndarray:
+        return theta if fixed_e is None else np.array([fixed_e, *theta[1:]])
+
     if warm_start is not None:
         w = warm_start
-        theta = np.array([np.log(w.E), np.log(w.A), np.log(w.B), w.alpha, w.beta])
-        result = _polish(theta, data)
-        fit = _make_fit(result, data, n_starts=1, n_at_best=1, k=flops_per_param_token, started=started)
+        theta = pinned(np.array([np.log(w.E), np.log(w.A), np.log(w.B), w.alpha, w.beta]))
+        result = _polish(theta, data, fixed_e)
+        fit = _make_fit(result, data, n_starts=1, n_at_best=1, k=flops_per_param_token, started=started,
+                        fixed_e=fixed_e)
         if fit.converged:
             return fit
     # variable projection: each (alpha, beta) pair of Chinchilla's grid with its (E, A, B) solved
@@ -235,18 +248,21 @@ def _fit_parametric_loss(params, tokens, loss, delta, flops_per_param_token, war
     # safeguard: the best raw points of the full 4,500-point grid as well
     grid = chinchilla_init_grid()
     starts += list(grid[np.argsort(grid_objective(grid, data))[:N_RAW_GRID_STARTS]])
-    results = [_polish(theta, data) for theta in starts]
+    results = [_polish(pinned(theta), data, fixed_e) for theta in starts]
     objectives = np.array([r.fun for r in results])
     best = results[int(np.argmin(objectives))]
     n_at_best = int(np.sum(objectives <= best.fun * (1 + AGREEMENT_TOLERANCE)))
-    return _make_fit(best, data, len(starts), n_at_best, flops_per_param_token, started)
+    return _make_fit(best, data, len(starts), n_at_best, flops_per_param_token, started, fixed_e)
 
 
-def _make_fit(result, data: LogData, n_starts: int, n_at_best: int, k: float, started: float):
+def _make_fit(result, data: LogData, n_starts: int, n_at_best: int, k: float, started: float,
+              fixed_e: float | None = None):
     objective, gradient = huber_objective_and_gradient(result.x, data)
     n = len(data.log_loss)
-    # a gradient pointing out of the box at an exponent bound is not a failure to converge
+    # a gradient pointing out of the box at an exponent bound (or along a pinned E) is not a failure to converge
     projected = gradient.copy()
+    if fixed_e is not None:
+        projected[0] = 0.0
     for i in (3, 4):
         if (result.x[i] <= EXPONENT_BOUNDS[0] and gradient[i] > 0) or (
             result.x[i] >= EXPONENT_BOUNDS[1] and gradient[i] < 0
@@ -272,7 +288,8 @@ def _make_fit(result, data: LogData, n_starts: int, n_at_best: int, k: float, st
 
 
 def fit_parametric_loss_table(
-    table: ResultsTable, warm_start: ParametricLossFit | None = None, delta: float = HUBER_DELTA
+    table: ResultsTable, warm_start: ParametricLossFit | None = None, delta: float = HUBER_DELTA,
+    fixed_E: float | None = None,
 ) -> ParametricLossFit:
     """Approach 3 on a results table (raises NotEnoughData on thin tables)."""
     params, tokens, loss = table.arrays()
@@ -284,5 +301,5 @@ def fit_parametric_loss_table(
         )
     return fit_parametric_loss(
         params, tokens, loss, delta=delta, flops_per_param_token=table.flops_per_param_token,
-        warm_start=warm_start,
+        warm_start=warm_start, fixed_E=fixed_E,
     )  # fmt: skip

@@ -14,6 +14,7 @@ import math
 
 from analysis.data_constrained import WARN_EPOCHS, cap_analysis
 from analysis.fit_report import APPROACHES, FitReport
+from analysis.shape_family import ASPECT_SLACK, family_check, swept_family
 from models.ladder import shape_for_params
 from scaling.common.errors import InputError
 from scaling.common.jsonable import jsonable
@@ -30,7 +31,10 @@ def approach_point(report: FitReport, approach: str, compute: float) -> dict | N
     fit = report.fit(approach)
     if fit is None:
         return None
-    params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
+    if approach == "approach3" and report.pricing is not None:
+        params, tokens = report.pricing.optimum(fit.law, compute)
+    else:
+        params, tokens = float(fit.optimal_params(compute)), float(fit.optimal_tokens(compute))
     point = {"params": params, "tokens": tokens, "tokens_per_param": tokens / params, "predicted_loss": None}
     if report.approach3 is not None:
         point["predicted_loss"] = float(report.approach3.predict(params, tokens))
@@ -39,9 +43,11 @@ def approach_point(report: FitReport, approach: str, compute: float) -> dict | N
     return point
 
 
-def model_shape_for(params: float, vocab_size: int, max_seq_len: int) -> dict:
-    """The ladder's shape for a target parameter count."""
-    return shape_for_params(params, vocab_size=vocab_size, max_seq_len=max_seq_len).to_dict()
+def model_shape_for(params: float, vocab_size: int, max_seq_len: int, family: dict | None = None) -> dict:
+    """The ladder's shape for a target parameter count, in the swept family when it is known."""
+    settings = {} if family is None else {"aspect_ratio": family["aspect_ratio"], "min_layers": family["min_layers"],
+                                          "aspect_band": ASPECT_SLACK}
+    return shape_for_params(params, vocab_size=vocab_size, max_seq_len=max_seq_len, **settings).to_dict()
 
 
 def recommend_compute_optimal(
@@ -73,8 +79,11 @@ def recommend_compute_optimal(
     largest_budget = float(report.table.runs["flops"].max())
     vocab = vocab_size or report.table.vocab_size or DEFAULT_VOCAB_SIZE
     shape = None
+    family = swept_family(report.table)
     if point:
-        shape = model_shape_for(point["params"], vocab, seq_len)
+        shape = model_shape_for(point["params"], vocab, seq_len, family)
+    family_fit, family_warnings = family_check(family, shape)
+    warnings += family_warnings
     ci = {"params": None, "tokens": None, "tokens_per_param": None, "predicted_loss": None}
     if report.bootstrap is not None and chosen is not None:
         for key, sample in (("params", "optimal_params"), ("tokens", "optimal_tokens"),
@@ -96,6 +105,8 @@ def recommend_compute_optimal(
             "predicted_loss": point.get("predicted_loss"),
             "ci": ci,
             "shape": shape,
+            "family": family_fit,
+            "compute_pricing": None if report.pricing is None else report.pricing.to_json(),
             "approach": chosen,
             "approaches": side_by_side,
             "vocab_size": vocab,

@@ -17,6 +17,8 @@ class ModelShape:
     vocab_size: int  # token ids 0 .. vocab_size - 1
     max_seq_len: int  # longest context the rotary tables are built for
     tied_embeddings: bool = False  # output head reuses the input embedding matrix
+    parametrization: str = "standard"  # standard | mup (models.parametrization)
+    mup_base_d_model: int | None = None  # muP: the width whose settings transfer (m = d_model / this)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -24,6 +26,8 @@ class ModelShape:
             if f.name == "tied_embeddings":
                 if not isinstance(value, bool):
                     raise InputError(f"model.tied_embeddings = {value!r} is not true or false")
+                continue
+            if f.name in ("parametrization", "mup_base_d_model"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"model.{f.name} = {value!r} is not a positive integer")
@@ -35,6 +39,7 @@ class ModelShape:
             raise InputError(
                 f"model.n_heads = {self.n_heads} is not a multiple of model.n_kv_heads = {self.n_kv_heads}"
             )
+        self._check_parametrization()
         if self.head_dim % 2:
             # Rotary embeddings rotate pairs of features.
             raise InputError(
@@ -42,12 +47,31 @@ class ModelShape:
                 "head size"
             )
 
+    def _check_parametrization(self) -> None:
+        if self.parametrization not in ("standard", "mup"):
+            raise InputError(f"model.parametrization = {self.parametrization!r}: expected standard or mup")
+        base = self.mup_base_d_model
+        if self.parametrization == "standard":
+            if base is not None:
+                raise InputError(f"model.mup_base_d_model = {base!r} is for parametrization = \"mup\" only")
+            return
+        if isinstance(base, bool) or not isinstance(base, int) or base < 8:
+            raise InputError(f"model.mup_base_d_model = {base!r}: muP needs the base width, a whole number of 8 or "
+                             "more (the d_model its settings were tuned at)")
+        if self.tied_embeddings:
+            raise InputError("model.tied_embeddings = true with parametrization = \"mup\": muP needs a separate "
+                             "output layer (its logits are scaled by 1 / width multiplier)")
+
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the parametrization only when it is not standard (records of earlier versions match)."""
+        out = asdict(self)
+        if self.parametrization == "standard":
+            del out["parametrization"], out["mup_base_d_model"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelShape:

@@ -10,8 +10,11 @@ Two ways in:
 - `model.forward_with_cache(tokens, positions, cache)`: incremental decoding with a KV cache
   (`init_cache`), for the sampler; it returns logits and the updated cache.
 
-Parameter tree (names the accounting relies on): embed, blocks[i].{attn_norm, attn.qkv, attn.out,
-mlp_norm, mlp.gate_up, mlp.down}, final_norm, head (absent when tied).
+Parameter tree (names the accounting and models.parametrization rely on): embed, blocks[i].{attn_norm,
+attn.qkv, attn.out, mlp_norm, mlp.gate_up, mlp.down}, final_norm, head (absent when tied).
+
+The shape's `parametrization` (standard or mup) sets the hidden matrices' init, the attention scale and the
+logits' multiplier (models.parametrization); per-matrix learning rates are the optimizer's part.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import ModelShape
+from models.parametrization import attention_scale, hidden_init_multiplier, output_multiplier
 
 ROPE_THETA = 10_000.0
 INIT_STD = 0.02
@@ -79,11 +83,13 @@ class Attention(nnx.Module):
     def __init__(self, shape: ModelShape, *, dtype, attention_impl: str | None, rngs: nnx.Rngs):
         self.n_heads, self.n_kv_heads, self.head_dim = shape.n_heads, shape.n_kv_heads, shape.head_dim
         qkv_width = (shape.n_heads + 2 * shape.n_kv_heads) * shape.head_dim
+        std = INIT_STD * hidden_init_multiplier(shape)
         # One fused projection for q, k and v: one matmul instead of three.
-        self.qkv = dense((shape.d_model, qkv_width), INIT_STD, rngs)
+        self.qkv = dense((shape.d_model, qkv_width), std, rngs)
         # Residual-branch outputs start smaller, by 1/sqrt(2 n_layers) (GPT-2).
-        residual_std = INIT_STD / math.sqrt(2 * shape.n_layers)
-        self.out = dense((shape.n_heads * shape.head_dim, shape.d_model), residual_std, rngs)
+        self.out = dense((shape.n_heads * shape.head_dim, shape.d_model), std / math.sqrt(2 * shape.n_layers), rngs)
+        # None keeps jax's own 1 / sqrt(head_dim) (standard): bit-identical to models trained before muP
+        self.scale = None if shape.parametrization == "standard" else attention_scale(shape)
         self.dtype = dtype
         self.attention_impl = attention_impl
 
@@ -99,7 +105,8 @@ class Attention(nnx.Module):
             # softmax's own JVP rule (p * (g - sum(g p))) instead of differentiating exp / sum: the
             # attention backward is about a third cheaper on CPU; the values are the same.
             with jax.softmax_custom_jvp(True):
-                out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.attention_impl)
+                out = jax.nn.dot_product_attention(q, k, v, scale=self.scale, is_causal=True,
+                                                   implementation=self.attention_impl)
         else:
             # The cache is heads-major, (B, K, S, D): the scores and the weighted sum are then plain batched
             # matmuls over (B, K); the sequence-major layout made XLA transpose the whole cache every step.
@@ -107,14 +114,16 @@ class Attention(nnx.Module):
                                                  (0, 0, index, 0))
             v_all = jax.lax.dynamic_update_slice(cache.v, v.transpose(0, 2, 1, 3).astype(cache.v.dtype),
                                                  (0, 0, index, 0))
-            out = cached_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), *positions)
+            out = cached_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), *positions, scale=self.scale)
             cache = LayerCache(k_all, v_all)
         out = matmul(out.reshape(B, T, H * D), self.out[...].astype(self.dtype))  # (B, T, d_model)
         return out, cache
 
 
-def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_pos: jax.Array, key_pos: jax.Array) -> jax.Array:
-    """q (B, T, H, D) against a heads-major cache k, v (B, K, S, D) -> (B, T, H, D).
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_pos: jax.Array, key_pos: jax.Array,
+                     scale: float | None = None) -> jax.Array:
+    """q (B, T, H, D) against a heads-major cache k, v (B, K, S, D) -> (B, T, H, D); q.k is scaled by `scale`
+    (default 1 / sqrt(D)).
 
     Query head h reads key/value head h // (H / K), as `jax.nn.dot_product_attention` does. A query
     attends to the keys whose position is at least 0 and at most its own (query_pos (B, T), key_pos (B, S)).
@@ -122,7 +131,8 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_pos: jax.Ar
     B, T, H, D = q.shape
     K = k.shape[1]
     q = q.reshape(B, T, K, H // K, D).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, D)
-    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(D)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(D) if scale is None else scores * scale
     keys = key_pos[:, None, None, None, :]  # (B, 1, 1, 1, S)
     mask = (keys >= 0) & (keys <= query_pos[:, None, None, :, None])  # (B, 1, 1, T, S)
     # A large finite number, not -inf: a padding query has no key at all, and NaN from its empty softmax
@@ -135,9 +145,10 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_pos: jax.Ar
 
 class SwiGLU(nnx.Module):
     def __init__(self, shape: ModelShape, *, dtype, rngs: nnx.Rngs):
+        std = INIT_STD * hidden_init_multiplier(shape)
         # Gate and up projections fused into one matmul: (d_model, 2 * d_ff).
-        self.gate_up = dense((shape.d_model, 2 * shape.d_ff), INIT_STD, rngs)
-        self.down = dense((shape.d_ff, shape.d_model), INIT_STD / math.sqrt(2 * shape.n_layers), rngs)
+        self.gate_up = dense((shape.d_model, 2 * shape.d_ff), std, rngs)
+        self.down = dense((shape.d_ff, shape.d_model), std / math.sqrt(2 * shape.n_layers), rngs)
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -172,12 +183,14 @@ class Decoder(nnx.Module):
         )
         self.final_norm = RMSNorm(shape.d_model)
         self.head = None if shape.tied_embeddings else dense((shape.d_model, shape.vocab_size), INIT_STD, rngs)
+        self.output_multiplier = output_multiplier(shape)
 
     def logits(self, x: jax.Array) -> jax.Array:
         """Final norm and output layer: (B, T, d_model) -> (B, T, vocab) float32."""
         x = self.final_norm(x)
         w = self.embed[...].T if self.head is None else self.head[...]
-        return matmul(x, w.astype(self.dtype), preferred_element_type=jnp.float32)
+        logits = matmul(x, w.astype(self.dtype), preferred_element_type=jnp.float32)
+        return logits if self.output_multiplier == 1.0 else logits * self.output_multiplier
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens (B, T) int -> logits (B, T, vocab) float32, causal over the window."""

@@ -6,6 +6,12 @@ Family defaults (used for every field a run config leaves out, and by the ladder
 - d_ff: 8/3 * d_model rounded up to a multiple of 32 (SwiGLU keeps the MLP near 8 d_model^2);
 - n_layers: d_model / ASPECT_RATIO rounded, at least 1.
 
+A family may be narrowed or widened by two settings (a grid's [model] aspect_ratio and min_layers, and the
+recommendation, which reads them back off the swept shapes): `aspect_ratio` replaces ASPECT_RATIO as the
+d_model / n_layers the ladder aims at, and `min_layers` is the fewest layers any shape has. Tiny models
+(the embeddings dominate) then keep several layers, so a sweep of them and a final run 30x larger are one
+family in which depth and width grow together.
+
 The ladder rule (`shape_for_params`): among all family shapes with d_model a multiple of 8 below 256
 (a multiple of 64 from 256 up) and 1 to 128 layers, take the first tolerance in TOLERANCES
 (2%, 5%, 10%) that admits a shape within it of the target total parameter count whose aspect ratio
@@ -47,8 +53,8 @@ def default_d_ff(d_model: int) -> int:
     return FF_MULTIPLE * math.ceil(8 * d_model / 3 / FF_MULTIPLE)
 
 
-def default_n_layers(d_model: int) -> int:
-    return max(1, round(d_model / ASPECT_RATIO))
+def default_n_layers(d_model: int, aspect_ratio: float = ASPECT_RATIO, min_layers: int = 1) -> int:
+    return max(min_layers, round(d_model / aspect_ratio))
 
 
 def family_shape(
@@ -60,12 +66,14 @@ def family_shape(
     n_kv_heads: int | None = None,
     d_ff: int | None = None,
     tied_embeddings: bool = False,
+    aspect_ratio: float = ASPECT_RATIO,
+    min_layers: int = 1,
 ) -> ModelShape:
     """A shape with every field not given filled in by the family defaults above."""
     n_heads = n_heads or default_n_heads(d_model)
     return ModelShape(
         d_model=d_model,
-        n_layers=n_layers or default_n_layers(d_model),
+        n_layers=n_layers or default_n_layers(d_model, aspect_ratio, min_layers),
         n_heads=n_heads,
         n_kv_heads=n_kv_heads or default_n_kv_heads(n_heads),
         d_ff=d_ff or default_d_ff(d_model),
@@ -79,17 +87,19 @@ def _widths() -> list[int]:
     return list(range(8, 256, 8)) + list(range(256, 16384 + 1, 64))
 
 
-def _candidates(vocab_size: int, max_seq_len: int, tied_embeddings: bool, target: float):
-    """(params, d_model, n_layers) of every ladder shape up to a little past the target."""
+def _candidates(vocab_size: int, max_seq_len: int, tied_embeddings: bool, target: float, min_layers: int = 1):
+    """(params, d_model, n_layers) of every ladder shape (at least `min_layers` deep) up to a little past the
+    target."""
     out = []
     for d_model in _widths():
         one = count_params(family_shape(d_model, vocab_size, max_seq_len, n_layers=1,
                                         tied_embeddings=tied_embeddings))["total"]
         two = count_params(family_shape(d_model, vocab_size, max_seq_len, n_layers=2,
                                         tied_embeddings=tied_embeddings))["total"]
-        if out and one > target * (1 + TOLERANCES[-1]):
+        if out and one + (min_layers - 1) * (two - one) > target * (1 + TOLERANCES[-1]):
             break  # wider shapes only grow
-        for n_layers in range(1, max(1, min(MAX_LAYERS, d_model // MIN_ASPECT)) + 1):
+        deepest = max(min_layers, min(MAX_LAYERS, d_model // MIN_ASPECT))
+        for n_layers in range(min_layers, deepest + 1):
             params = one + (n_layers - 1) * (two - one)
             out.append((params, d_model, n_layers))
             if params > target * (1 + TOLERANCES[-1]):
@@ -99,27 +109,37 @@ def _candidates(vocab_size: int, max_seq_len: int, tied_embeddings: bool, target
 
 @lru_cache(maxsize=256)
 def shape_for_params(
-    target_params: float, vocab_size: int, max_seq_len: int = 512, *, tied_embeddings: bool = False
+    target_params: float, vocab_size: int, max_seq_len: int = 512, *, tied_embeddings: bool = False,
+    aspect_ratio: float = ASPECT_RATIO, min_layers: int = 1, aspect_band: float = ASPECT_BAND,
 ) -> ModelShape:
-    """The ladder shape for a target total parameter count (see the module docstring for the rule)."""
+    """The ladder shape for a target total parameter count (see the module docstring for the rule; a family
+    that must keep its aspect ratio closely passes a narrower `aspect_band` than ASPECT_BAND)."""
     if not target_params > 0:
         raise InputError(f"target parameter count {target_params!r} must be positive")
-    candidates = _candidates(vocab_size, max_seq_len, tied_embeddings, float(target_params))
+    if not (aspect_ratio > 0 and math.isfinite(aspect_ratio)):
+        raise InputError(f"aspect_ratio = {aspect_ratio!r} must be a positive number (d_model / n_layers)")
+    if isinstance(min_layers, bool) or not isinstance(min_layers, int) or not 1 <= min_layers <= MAX_LAYERS:
+        raise InputError(f"min_layers = {min_layers!r} must be a whole number from 1 to {MAX_LAYERS}")
+    candidates = _candidates(vocab_size, max_seq_len, tied_embeddings, float(target_params), min_layers)
 
     def miss(c):
         return abs(math.log(c[0] / target_params))
 
     def aspect_miss(c):
-        return abs(math.log(c[1] / c[2] / ASPECT_RATIO))
+        return abs(math.log(c[1] / c[2] / aspect_ratio))
 
     choice = min(candidates, key=lambda c: (miss(c), aspect_miss(c)))
     for tolerance in TOLERANCES:
         near = [c for c in candidates if miss(c) <= math.log1p(tolerance)]
-        if any(aspect_miss(c) <= math.log(ASPECT_BAND) for c in near):
+        if any(aspect_miss(c) <= math.log(aspect_band) for c in near):
             choice = min(near, key=lambda c: (aspect_miss(c), miss(c)))
             break
     _, d_model, n_layers = choice
     return family_shape(d_model, vocab_size, max_seq_len, n_layers=n_layers, tied_embeddings=tied_embeddings)
+
+
+def aspect_ratio_of(shape) -> float:
+    return shape.d_model / shape.n_layers
 
 
 def shape_for_compute(

@@ -109,3 +109,16 @@ def connect_ray(address: str | None, num_cpus: int | None = None, env: dict[str,
             else:
                 os.environ[name] = value
     return False
+
+
+def check_run_fits(cpus: float, gpus: float, nodes: list[dict], address: str | None = None) -> None:
+    """Fail now, in one line, where Ray would wait forever: no live node has the CPUs and GPUs one run asks for
+    (`nodes` as `ray.nodes()` gives them)."""
+    alive = [n["Resources"] for n in nodes if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        return
+    largest = max(alive, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    where = f"the Ray cluster at {address}" if address else "the local Ray cluster"
+    raise InputError(f"resources.cpus_per_run = {cpus:g}, resources.gpus_per_run = {gpus:g}: no node of {where} has "
+                     f"that much (the largest has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs); "
+                     "every run would wait forever")

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from scaling.common.errors import InputError
 from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, RunDir
-from sweeps.cluster import connect_ray, runtime_env, worker_env
+from sweeps.cluster import check_run_fits, connect_ray, runtime_env, worker_env
 from sweeps.expand import Expansion, PlannedRun, expand_grid
 from sweeps.grid import Grid, load_grid
 from sweeps.plan import hardware_profile, make_plan
@@ -130,6 +130,7 @@ def run_sweep(grid: str | Path | Grid, out: str | Path | None = None, *, data: s
         env = worker_env(grid.resources.cpus_per_run, grid.resources.gpus_per_run)
         needs_env = connect_ray(address, num_cpus, env) if owns_ray else True
         try:
+            check_run_fits(grid.resources.cpus_per_run, grid.resources.gpus_per_run, ray.nodes(), address)
             scheduler.run(todo, env if needs_env else None, console, progress)
         finally:
             if owns_ray:

@@ -1,7 +1,8 @@
 """Grid expansion: a Grid -> the runs it trains, each a complete run config with a deterministic id.
 
 - Sizes are target parameter counts (`sizes`, the models.ladder shape of each) or d_model values
-  (`widths`, the family defaults for the rest; predictable shapes for tiny models).
+  (`widths`, the family defaults for the rest; predictable shapes for tiny models). The grid's [model]
+  aspect_ratio and min_layers choose the family both use (models.ladder); they are not run-config fields.
 - isoflop: for each budget C and size, the shape of that size and
   D = C / flops_per_token(shape) tokens (flops_per_token = 6N, or the detailed count). With
   `sizes_per_budget = k`, each budget takes k sizes around the guessed optimum N_opt = sqrt(C / (6 r)),
@@ -21,12 +22,16 @@ run-to-run noise. With `grid.unique_tokens = [...]` every run above is also plan
 its `train.unique_tokens`: a nested subset of the train patients (scaling.data.token_store.train_subset),
 so a grid crosses model size x tokens x unique data. Runs without the axis keep their ids. Each run's
 `unique_tokens` is the tokens of its subset (every train token without one), `epochs` = tokens / that.
+With `grid.lrs = [...]` and/or `grid.batch_sizes = [...]` the whole expansion is repeated for every
+(lr, batch size) pair, as the runs' train.lr and train.batch_size: a hyperparameter side sweep (an isoflop
+grid with sizes_per_budget = 1 trains one guessed-optimal size per budget at every pair). Steps follow each
+batch size, so D stays C / 6N.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +42,7 @@ from models.ladder import family_shape, shape_for_params
 from scaling.common.errors import InputError
 from scaling.data.token_store import TokenStore, TrainSubset, train_subset
 from scaling.train.config import parse_run_config
-from sweeps.grid import Grid
+from sweeps.grid import FAMILY_KEYS, Grid
 from sweeps.run_store import data_identity, make_run_id
 
 ROLES = ("run", "stable", "branch")  # stable segments of wsd_branches are not result rows
@@ -121,11 +126,12 @@ def expand_grid(grid: Grid) -> Expansion:
     subsets = unique_data_subsets(grid, store if has_train else None)
     expand_kind = {"isoflop": _isoflop, "params_x_tokens": _params_x_tokens, "wsd_branches": _wsd_branches}
     runs, warnings = [], []
-    for seed in grid.replicate_seeds:
-        for unique, subset in subsets:
-            builder = _Builder(grid, vocab_size, identity, seed, unique, subset)
-            runs += expand_kind[grid.axes.kind](grid, builder)
-            warnings += builder.warnings
+    for variant in hyperparameter_variants(grid):
+        for seed in grid.replicate_seeds:
+            for unique, subset in subsets:
+                builder = _Builder(variant, vocab_size, identity, seed, unique, subset)
+                runs += expand_kind[grid.axes.kind](variant, builder)
+                warnings += builder.warnings
     _check_duplicates(grid, runs)
     train_tokens = store.split("train").n_tokens if has_train else None
     warnings = list(dict.fromkeys(warnings))  # each seed's expansion warns alike
@@ -136,6 +142,22 @@ def expand_grid(grid: Grid) -> Expansion:
             warnings.append(f"the longest run trains on {most:,} tokens, {most / train_tokens:.1f}x the "
                             f"{train_tokens:,} tokens of the train split (repeated data flattens the law)")
     return Expansion(grid, vocab_size, tuple(runs), tuple(warnings), train_tokens)
+
+
+def hyperparameter_variants(grid: Grid) -> list[Grid]:
+    """The grid once per (lr, batch size) of its grid.lrs x grid.batch_sizes axes (the grid itself without them)."""
+    lrs = grid.axes.lrs or (None,)
+    batch_sizes = grid.axes.batch_sizes or (None,)
+    variants = []
+    for lr in lrs:
+        for batch_size in batch_sizes:
+            train = dict(grid.train)
+            if lr is not None:
+                train["lr"] = lr
+            if batch_size is not None:
+                train["batch_size"] = batch_size
+            variants.append(replace(grid, train=train))
+    return variants
 
 
 def unique_data_subsets(grid: Grid, store: TokenStore | None) -> list[tuple[float | None, TrainSubset | None]]:
@@ -173,9 +195,14 @@ class _Builder:
         self.max_seq_len = grid.model.get("max_seq_len") or grid.seq_len
         self.warnings: list[str] = []
 
+    @property
+    def family(self) -> dict:
+        """The ladder's family settings the grid gives (aspect_ratio, min_layers)."""
+        return {k: self.grid.model[k] for k in FAMILY_KEYS if k in self.grid.model}
+
     def shape(self, size: float) -> ModelShape:
         return shape_for_params(float(size), self.vocab_size, int(self.max_seq_len),
-                                tied_embeddings=bool(self.grid.model.get("tied_embeddings", False)))
+                                tied_embeddings=bool(self.grid.model.get("tied_embeddings", False)), **self.family)
 
     def shapes(self, sizes: list[float] | None = None) -> list[tuple[float, ModelShape]]:
         """(size, shape) of the grid's sizes or widths, smallest first; `size` is the target count, or for
@@ -184,7 +211,8 @@ class _Builder:
             out = []
             for width in self.grid.axes.widths:
                 shape = family_shape(width, self.vocab_size, int(self.max_seq_len),
-                                     tied_embeddings=bool(self.grid.model.get("tied_embeddings", False)))
+                                     tied_embeddings=bool(self.grid.model.get("tied_embeddings", False)),
+                                     **self.family)
                 out.append((float(count_params(shape)["total"]), shape))
             return sorted(out, key=lambda x: x[0])
         return [(float(s), self.shape(s)) for s in sorted(sizes if sizes is not None else self.grid.axes.sizes)]
@@ -199,7 +227,7 @@ class _Builder:
             train_extra: dict | None = None, what: str = "") -> PlannedRun:
         grid = self.grid
         model = {k: getattr(shape, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}
-        model.update(grid.model)
+        model.update({k: v for k, v in grid.model.items() if k not in FAMILY_KEYS})
         train = {**grid.train, **(train_extra or {}), "steps": int(steps)}
         if self.unique is not None:
             train["unique_tokens"] = self.unique
@@ -235,6 +263,8 @@ def isoflop_shapes(grid: Grid, b: _Builder, budget: float) -> list[tuple[float, 
         return b.shapes()
     optimum = guessed_optimum(grid, budget)
     if not axes.sizes and not axes.widths:
+        if axes.sizes_per_budget == 1:
+            return b.shapes([optimum])
         half = math.sqrt(axes.span)
         return b.shapes([float(s) for s in np.geomspace(optimum / half, optimum * half, axes.sizes_per_budget)])
     candidates = b.shapes()
@@ -262,7 +292,7 @@ def _isoflop(grid: Grid, b: _Builder) -> list[PlannedRun]:
                 continue
             kept += 1
             runs.append(b.run("run", size, shape, steps, budget=budget, what=f"budget {budget:.3g}, size {size:,.0f}"))
-        if kept < 3:
+        if kept < 3 and not (grid.axes.sizes_per_budget == 1 and (grid.axes.lrs or grid.axes.batch_sizes)):
             b.warnings.append(f"budget {budget:.3g} has {kept} runs; an IsoFLOP parabola needs 3 or more")
     return runs
 

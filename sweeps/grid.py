@@ -13,7 +13,11 @@
     # params_x_tokens / wsd_branches: tokens = [1e6, 3e6]  (training tokens per run / per cooldown branch)
     # unique_tokens = [1e6, 3e6]      (any kind: every run once per value, on a nested subset of the train
     #                                   patients of about that many tokens; see train.unique_tokens)
-    [model]                            # vocab_size, max_seq_len, tied_embeddings (the ladder does the rest)
+    # lrs = [1e-3, 3e-3, 1e-2], batch_sizes = [8, 16, 32]  (any kind: every run once per value of each, as
+    #                                   its train.lr / train.batch_size: a hyperparameter side sweep)
+    [model]                            # vocab_size, max_seq_len, tied_embeddings (the ladder does the rest);
+                                       # aspect_ratio = 8, min_layers = 2: the shape family (models.ladder);
+                                       # parametrization = "mup", mup_base_d_model = 32 (models.parametrization)
     [train]                            # any run-config [train] field but steps/tokens (the grid sets them)
     [resources]
     cpus_per_run = 1
@@ -37,7 +41,10 @@ from scaling.common.toml_config import read_toml, refuse_unknown, require, resol
 from scaling.train.config import TrainSection
 
 KINDS = ("isoflop", "params_x_tokens", "wsd_branches")
-MODEL_KEYS = ("vocab_size", "max_seq_len", "tied_embeddings")
+MODEL_KEYS = ("vocab_size", "max_seq_len", "tied_embeddings", "aspect_ratio", "min_layers", "parametrization",
+              "mup_base_d_model")
+# [model] keys that choose the shapes (models.ladder's family) rather than go into each run's config.
+FAMILY_KEYS = ("aspect_ratio", "min_layers")
 # [train] keys the grid decides itself, per kind.
 GRID_OWNED_TRAIN_KEYS = {"steps", "tokens"}
 WSD_OWNED_TRAIN_KEYS = {"schedule", "cooldown_fraction"}
@@ -60,6 +67,8 @@ class GridAxes:
     min_steps: int = 10  # a run with fewer optimizer steps is too small to say anything
     cooldown_fraction: float = 0.2  # wsd_branches: each branch decays the lr to 0 over this fraction
     unique_tokens: tuple[float, ...] = ()  # every run once per value, as its train.unique_tokens (nested subsets)
+    lrs: tuple[float, ...] = ()  # every run once per value, as its train.lr (a learning-rate side sweep)
+    batch_sizes: tuple[int, ...] = ()  # every run once per value, as its train.batch_size
 
 
 @dataclass(frozen=True)
@@ -124,9 +133,11 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     axes = _axes(source, _table(source, "grid", raw["grid"]))
     model = _table(source, "model", raw.get("model", {}))
     _no_unknown(source, "model.", model, set(MODEL_KEYS))
+    _family(source, model)
     train = _train(source, _table(source, "train", raw.get("train", {})), axes.kind)
-    if axes.unique_tokens and "unique_tokens" in train:
-        raise InputError(f"{source}: give grid.unique_tokens (an axis) or train.unique_tokens (every run), not both")
+    for axis, key in (("unique_tokens", "unique_tokens"), ("lrs", "lr"), ("batch_sizes", "batch_size")):
+        if getattr(axes, axis) and key in train:
+            raise InputError(f"{source}: give grid.{axis} (an axis) or train.{key} (every run), not both")
     resources = _resources(source, _table(source, "resources", raw.get("resources", {})))
     seed, seeds = _seeds(source, raw)
     return Grid(
@@ -135,6 +146,17 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
         resources=resources, description=_typed(source, "description", raw.get("description", ""), str),
         source=source,
     )
+
+
+def _family(source: str, model: dict) -> None:
+    aspect = model.get("aspect_ratio")
+    if aspect is not None and (isinstance(aspect, bool) or not isinstance(aspect, (int, float))
+                               or not math.isfinite(aspect) or not 1 <= aspect <= 1024):
+        raise InputError(f"{source}: model.aspect_ratio = {aspect!r}: expected d_model / n_layers, a number from 1 "
+                         "to 1024")
+    layers = model.get("min_layers")
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= 128):
+        raise InputError(f"{source}: model.min_layers = {layers!r}: expected a whole number from 1 to 128")
 
 
 def _seeds(source: str, raw: dict) -> tuple[int, tuple[int, ...]]:
@@ -166,9 +188,15 @@ def _axes(source: str, table: dict) -> GridAxes:
     if kind not in KINDS:
         raise InputError(f"{source}: grid.kind = {kind!r} is not one of {list(KINDS)}")
     values: dict[str, Any] = {"kind": kind}
-    for key in ("budgets", "sizes", "tokens", "unique_tokens"):
+    for key in ("budgets", "sizes", "tokens", "unique_tokens", "lrs"):
         if key in table:
             values[key] = _positive_list(source, f"grid.{key}", table[key])
+    if "batch_sizes" in table:
+        batch_sizes = _positive_list(source, "grid.batch_sizes", table["batch_sizes"])
+        for i, b in enumerate(batch_sizes):
+            if not b.is_integer():
+                raise InputError(f"{source}: grid.batch_sizes[{i}] = {b:g} is not a whole number of windows")
+        values["batch_sizes"] = tuple(int(b) for b in batch_sizes)
     if "widths" in table:
         widths = _positive_list(source, "grid.widths", table["widths"])
         for i, w in enumerate(widths):
@@ -200,8 +228,8 @@ def _axes(source: str, table: dict) -> GridAxes:
         candidates = len(axes.sizes or axes.widths)
         if axes.sizes_per_budget is not None and candidates and axes.sizes_per_budget > candidates:
             fail(f"grid.sizes_per_budget = {axes.sizes_per_budget} is more than the {candidates} sizes to pick from")
-        if axes.sizes_per_budget is not None and axes.sizes_per_budget < 2:
-            fail(f"grid.sizes_per_budget = {axes.sizes_per_budget} must be at least 2")
+        if axes.sizes_per_budget is not None and axes.sizes_per_budget < 1:
+            fail(f"grid.sizes_per_budget = {axes.sizes_per_budget} must be at least 1")
         if not axes.span > 1:
             fail(f"grid.span = {axes.span} must be greater than 1 (largest / smallest size)")
         if not axes.tokens_per_param > 0:
@@ -214,10 +242,11 @@ def _axes(source: str, table: dict) -> GridAxes:
             fail(f"grid.kind = {kind!r} needs grid.tokens and one of grid.sizes or grid.widths")
     if kind == "wsd_branches" and not 0 < axes.cooldown_fraction < 1:
         fail(f"grid.cooldown_fraction = {axes.cooldown_fraction} must be between 0 and 1 (exclusive)")
-    for i, value in enumerate(axes.unique_tokens):
-        if not math.isfinite(value):
-            fail(f"grid.unique_tokens[{i}] = {value:g} must be a finite number of tokens")
-    for key in ("budgets", "sizes", "widths", "tokens", "unique_tokens"):
+    for key in ("unique_tokens", "lrs"):
+        for i, value in enumerate(getattr(axes, key)):
+            if not math.isfinite(value):
+                fail(f"grid.{key}[{i}] = {value:g} must be a finite number")
+    for key in ("budgets", "sizes", "widths", "tokens", "unique_tokens", "lrs", "batch_sizes"):
         values = getattr(axes, key)
         if len(set(values)) != len(values):
             dup = next(v for v in values if values.count(v) > 1)

@@ -15,6 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# One compilation cache for the session (its subprocesses and Ray workers inherit it): repeated shapes compile
+# once, and nothing is left in the user's ~/.cache.
+os.environ.setdefault("SCALING_COMPILE_CACHE", tempfile.mkdtemp(prefix="scaling-compile-cache-"))
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

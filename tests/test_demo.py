@@ -47,6 +47,7 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     first = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, log=lambda m: None)
 
     for path in ("recommendation.json", "fit.json", "report.md", "final/summary.json", "final/prediction.json",
+                 "final/forecast.json",
                  "evaluation/evaluation.json", "evaluation/metric_vs_compute.png", "figures/isoflop_profiles.png"):
         assert (root / path).is_file(), path
     results = pd.read_parquet(root / "sweep" / "results.parquet")
@@ -65,6 +66,9 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     assert len(table_rows) == len(final_tasks)
     prediction = json.loads((root / "final" / "prediction.json").read_text())
     assert f"actual {prediction['actual_loss']:.4f}" in report
+    forecast = json.loads((root / "final" / "forecast.json").read_text())
+    assert forecast["made_before_training"] and f"loss {forecast['predicted_loss']:.4f} at the run's" in report
+    assert "Leave-future-out" in report and "Shape family" in report
 
     before = {p: p.read_bytes() for p in [root / "evaluation" / "evaluation.json", root / "final" / "summary.json"]}
     messages = []

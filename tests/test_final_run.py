@@ -15,7 +15,9 @@ import pytest
 from train_builders import random_token_store
 
 from analysis.example_table import synthetic_isoflop_table
+from analysis.forecast import fit_input_sha256
 from analysis.loss_law import LossLaw
+from analysis.results_table import load_results
 from scaling.common.errors import InputError
 from scaling.pipeline.final import Cluster, check_fits, check_visible
 from sweeps.cluster import check_reachable
@@ -45,15 +47,20 @@ def run_final(command: list[str], env: dict) -> dict:
 
 
 def same_recommendation(source, out) -> None:
-    """Start `out` from `source`'s recommendation.json, so both runs train one config whatever the fit does."""
+    """Start `out` from `source`'s recommendation.json and forecast.json, so both runs train one config and
+    are graded against one forecast whatever the fit does."""
     out.mkdir()
-    shutil.copy(source / "recommendation.json", out / "recommendation.json")
+    for name in ("recommendation.json", "forecast.json"):
+        shutil.copy(source / name, out / name)
 
 
 def assert_same_record(got: dict, expected: dict) -> None:
     """Equal keys and values; floats within 1e-6 (the XLA thread pools differ: the Ray task has one thread)."""
     assert got.keys() == expected.keys()
     for key, value in expected.items():
+        if isinstance(value, dict):
+            assert_same_record(got[key], value)
+            continue
         assert got[key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
 
 
@@ -82,10 +89,23 @@ def test_final_run_trains_the_recommendation_and_reuses_it(tmp_path, run_cli):
                                                                            rel=0.02)
     assert summary["status"] == "finished" and prediction["actual_loss"] == summary["val_loss"]
     assert abs(summary["params"] - rec["params"]) / rec["params"] < 0.15  # the ladder hits the target
+    # the forecast was registered before training, at the run's own N and D, on exactly these runs
+    forecast = json.loads((out / "forecast.json").read_text())
+    assert forecast["made_before_training"] is True
+    assert (forecast["params"], forecast["tokens"]) == (n, d)
+    assert forecast["predicted_loss"] == pytest.approx(expected)
+    assert forecast["fit_input_sha256"] == fit_input_sha256(load_results(results))
+    low, high = forecast["interval"]
+    assert low <= forecast["predicted_loss"] <= high and low <= forecast["pinned_E"]["predicted_loss"] <= high
+    graded = prediction["forecast"]
+    assert graded["relative_error"] == pytest.approx((summary["val_loss"] - expected) / expected)
+    assert graded["inside_interval"] == (low <= summary["val_loss"] <= high)
     before = (out / "summary.json").read_bytes()
+    registered = (out / "forecast.json").read_bytes()
     code, stdout, err = run_cli("final", results, "--compute", "2e10", "--data", store, "--out", out, "--json")
     assert code == 0 and "reusing" in err
     assert (out / "summary.json").read_bytes() == before
+    assert (out / "forecast.json").read_bytes() == registered  # never rewritten
 
 
 def test_final_refuses_a_table_it_cannot_read(tmp_path, run_cli):
@@ -164,7 +184,7 @@ def test_final_on_a_ray_cluster_matches_the_in_process_run(tmp_path, loopback_cl
     assert json.loads((tmp_path / "ray" / "prediction.json").read_text()) == on_ray
     assert_same_record(on_ray, here)
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("here", "ray"))
-    assert_same_record({**b, "tokens_per_s": None}, {**a, "tokens_per_s": None})
+    assert_same_record({**b, "tokens_per_s": None, "startup_s": None}, {**a, "tokens_per_s": None, "startup_s": None})
 
 
 @pytest.mark.slow
@@ -225,3 +245,29 @@ def test_a_run_directory_the_workers_do_not_see_fails_in_one_line(tmp_path, loop
                             env=cluster_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "does not see the run directory" in result.stderr
+
+
+@pytest.mark.slow
+def test_final_run_takes_lr_and_batch_size_from_a_side_sweeps_laws(tmp_path, run_cli):
+    store, results = known_law_sweep(tmp_path)
+    # a side sweep whose best lr is 0.5 C^-0.1 and best batch size 0.05 C^0.25 windows (loss quadratic in logs)
+    rows = []
+    for c in (1e8, 3e8, 1e9):
+        for lr in np.geomspace(1e-3, 1e-1, 5):
+            for batch in (2, 4, 8, 16):
+                loss = 2 + 0.05 * np.log(lr / (0.5 * c ** -0.1)) ** 2 + 0.02 * np.log(batch / (0.05 * c ** 0.25)) ** 2
+                rows.append({"params": 1e4, "tokens": c / 6e4, "budget": c, "lr": lr, "batch_size": batch,
+                             "loss": loss})
+    pd.DataFrame(rows).to_csv(tmp_path / "hp.csv", index=False)
+    code, _, err = run_cli("final", results, "--compute", SMALL_BUDGET, "--data", store, "--out", tmp_path / "final",
+                           "--bootstrap", "10", "--hyperparameters", tmp_path / "hp.csv")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "final" / "recommendation.json").read_text())
+    settings, config = saved["recommendation"]["hyperparameters"], saved["config"]["train"]
+    compute = float(SMALL_BUDGET)
+    assert config["lr"] == pytest.approx(0.5 * compute ** -0.1, rel=1e-6)
+    assert config["batch_size"] == round(0.05 * compute ** 0.25)
+    assert settings["lr"]["value"] == config["lr"] and "law of" in settings["lr"]["source"]
+    assert "law of" in settings["batch_size"]["source"]
+    assert set(settings) >= set(config)  # every training setting is recorded with where it came from
+    assert json.loads((tmp_path / "final" / "summary.json").read_text())["status"] == "finished"

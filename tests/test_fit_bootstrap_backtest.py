@@ -91,3 +91,39 @@ def test_a_refit_with_no_optimal_allocation_adds_no_recommendation_sample():
                                      max_abs_gradient=0.0, n_points=9, n_starts=1, n_starts_at_best=1)
     assert flat_in_size.optimal_params(1e12) == 0.0  # the old code divided by this
     assert _recommendation_values(flat_in_size, 1e12, flat_in_size) == {}
+
+
+def test_leave_future_out_fits_each_budgets_past_and_grades_that_budget():
+    from analysis.backtest import leave_future_out
+
+    budgets = [1e17, 3e17, 1e18, 3e18, 1e19]
+    runs, _ = synthetic_isoflop_table(EXAMPLE_LAW, budgets, seed=0, noise=0.0)
+    table = results_from_frame(runs, "synthetic")
+    rows = leave_future_out(table)
+    assert [row["budget"] for row in rows] == budgets[2:]
+    for row in rows:
+        past = table.runs["budget"] < row["budget"]
+        assert row["fit_runs"] == int(past.sum())
+        assert row["fit_budgets"] == [b for b in budgets if b < row["budget"]]
+        assert row["predicted_runs"] == int((table.runs["budget"] == row["budget"]).sum())
+        # noiseless runs of the law: every future is predicted (almost) exactly
+        assert row["max_abs_rel_error"] < 1e-3
+    # independent: the last row by hand
+    last = rows[-1]
+    law = fit_parametric_loss_table(table.select(np.flatnonzero(table.runs["budget"] < budgets[-1])))
+    top = table.runs[table.runs["budget"] == budgets[-1]]
+    errors = law.predict(top["params"].to_numpy(), top["tokens"].to_numpy()) / top["loss"].to_numpy() - 1
+    assert last["mean_rel_error"] == pytest.approx(float(np.mean(errors)), abs=1e-9)
+    past = table.runs[table.runs["budget"] < budgets[-1]]
+    assert last["extrapolation_factor"] == pytest.approx(top["flops"].max() / past["flops"].max())
+
+
+def test_leave_future_out_reports_a_thin_past_instead_of_fitting_it():
+    from analysis.backtest import leave_future_out
+
+    # 3 sizes per budget: the past of the third budget is 6 runs, below approach 3's 8; the fourth's is 9
+    runs, _ = synthetic_isoflop_table(EXAMPLE_LAW, [1e17, 3e17, 1e18, 3e18], sizes_per_budget=3, seed=0, noise=0.0)
+    rows = leave_future_out(results_from_frame(runs, "synthetic"))
+    assert [row["fit_runs"] for row in rows] == [6, 9]
+    assert "approach3: needs 8+ runs" in rows[0]["error"] and "median_abs_rel_error" not in rows[0]
+    assert "error" not in rows[1] and rows[1]["max_abs_rel_error"] < 1e-3

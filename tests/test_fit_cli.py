@@ -64,6 +64,10 @@ def test_fit_on_thin_data_reports_null_approaches_with_reasons(run_cli, tmp_path
         ("params,tokens,loss\n1e6,1e8,nan\n", (), "column 'loss' has 1 missing, NaN or infinite values"),
         ("params,tokens,loss\n1e6,1e8,3\n", ("--approach", "4"), "--approach: '4' is not an approach"),
         ("params,tokens,loss\n1e6,1e8,3\n", ("--bootstrap", "-1"), "--bootstrap: -1 is negative"),
+        ("params,tokens,loss\n1e5,1e6,2.0\n2e5,2e6,1.9\n", ("--approach", "3"),
+         "bad.csv: no law could be fitted: approach3: needs 8+ runs with 3+ distinct sizes and token counts, found 2"),
+        ("params,tokens,loss\n" + "".join(f"{n},{d},2.0\n" for n in (1e5, 2e5, 4e5) for d in (1e6, 3e6, 1e7)),
+         ("--approach", "3"), "approach3: degenerate fit (alpha = "),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(run_cli, tmp_path, content, args, message):
@@ -117,3 +121,11 @@ def test_bench_fit_json_reports_times_and_the_ratio(run_cli):
     assert data["speedup_vs_naive"] == pytest.approx(
         data["naive"]["full_grid_seconds_estimate"] / data["approach3_seconds"]
     )
+
+
+def test_recommend_with_nothing_fitted_exits_2(run_cli, tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("params,tokens,loss\n1e5,1e6,2.0\n2e5,2e6,1.9\n")
+    code, out, err = run_cli("recommend", path, "--compute", "1e15", "--json")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "two.csv: no recommendation at C = 1e+15: no approach could be fitted: approach1: needs per-run" in err

@@ -62,3 +62,27 @@ def test_run_config_is_valid_toml_that_the_trainer_accepts(report):
     config = run_config.parse_run_config(parsed, "final.toml")
     assert config.model.d_model == shape["d_model"]
     assert config.total_steps * 16 * 128 == parsed["train"]["tokens"]
+
+
+def test_the_recommended_shape_stays_in_the_swept_family_and_says_so():
+    from analysis.recommend import family_check, swept_family
+    from models.accounting import count_params
+    from models.ladder import family_shape
+
+    runs, _ = synthetic_isoflop_table(EXAMPLE_LAW, EXAMPLE_BUDGETS, seed=0)
+    # give every run a shape of the family d_model = 16 x n_layers (2 to 8 layers), as a sweep's table has
+    layers = np.clip(np.round(np.log2(runs["params"] / runs["params"].min())).astype(int) + 2, 2, 8)
+    runs["n_layers"], runs["d_model"] = layers, 16 * layers
+    report = fit_all(results_from_frame(runs, "family"), approaches=("approach3",), holdout=0)
+    family = swept_family(report.table)
+    assert family["aspect_ratio"] == 16 and family["min_layers"] == 2 and family["max_layers"] == 8
+    rec = recommend_compute_optimal(report, 30 * max(EXAMPLE_BUDGETS), vocab_size=512, seq_len=128)
+    shape = rec["shape"]
+    assert rec["family"]["inside"] and shape["n_layers"] >= 2
+    assert 16 / 1.25 <= shape["d_model"] / shape["n_layers"] <= 16 * 1.25
+    assert not any("outside the swept family" in w for w in rec["warnings"])
+    # a one-layer shape of aspect 64 is outside that family, and the check says so
+    wide = family_shape(64, 512, 128, n_layers=1).to_dict()
+    check, warnings = family_check(family, wide)
+    assert not check["inside"] and "outside the swept family" in warnings[0]
+    assert count_params(family_shape(shape["d_model"], 512, 128, n_layers=shape["n_layers"]))["total"] > 0

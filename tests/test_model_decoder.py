@@ -31,8 +31,10 @@ def forward(model: Decoder, tokens) -> np.ndarray:
     return np.asarray(jax.jit(lambda p, t: nnx.merge(graphdef, p)(t))(params, jnp.asarray(tokens)))
 
 
-def numpy_forward(model: Decoder, tokens: np.ndarray) -> np.ndarray:
-    """Logits (B, T, V) in float64, one head and one position at a time."""
+def numpy_forward(model: Decoder, tokens: np.ndarray, attention_scale: float | None = None,
+                  logit_multiplier: float = 1.0) -> np.ndarray:
+    """Logits (B, T, V) in float64, one head and one position at a time (q.k scaled by `attention_scale`,
+    default 1 / sqrt(head_dim); logits by `logit_multiplier`)."""
     s = model.shape
     p = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
@@ -63,7 +65,7 @@ def numpy_forward(model: Decoder, tokens: np.ndarray) -> np.ndarray:
                 kv = head // (H // K)
                 qs = np.stack([rotate(q[bi, t, head], t) for t in range(T)])
                 ks = np.stack([rotate(k[bi, t, kv], t) for t in range(T)])
-                scores = qs @ ks.T / np.sqrt(D)
+                scores = qs @ ks.T * (1 / np.sqrt(D) if attention_scale is None else attention_scale)
                 scores[np.triu_indices(T, 1)] = -np.inf
                 w = np.exp(scores - scores.max(-1, keepdims=True))
                 att[bi, :, head] = (w / w.sum(-1, keepdims=True)) @ v[bi, :, kv]
@@ -72,7 +74,7 @@ def numpy_forward(model: Decoder, tokens: np.ndarray) -> np.ndarray:
         gate, up = gu[..., : s.d_ff], gu[..., s.d_ff :]
         x = x + (gate / (1 + np.exp(-gate)) * up) @ f64(b["mlp"]["down"])
     head = f64(p["embed"]).T if s.tied_embeddings else f64(p["head"])
-    return rms(x, p["final_norm"]["scale"]) @ head
+    return rms(x, p["final_norm"]["scale"]) @ head * logit_multiplier
 
 
 @pytest.mark.parametrize("tied", [False, True])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sweep_builders import tiny_store, write_grid
 
-from models.accounting import count_params
+from models.accounting import count_params, flops_per_token
 from models.ladder import family_shape
 from scaling.common.errors import InputError
 from sweeps.expand import expand_grid
@@ -136,6 +136,14 @@ def test_params_x_tokens_and_wsd_branches(tmp_path, store):
     ({"lr = 3e-3": "lr = 3e-3\nunique_tokens = 1e9"},
      "train.unique_tokens = 1e+09 is more than the 4,177 tokens of the train split"),
     ({"lr = 3e-3": "lr = 3e-3\nunique_tokens = 0"}, "train.unique_tokens = 0.0 must be a positive, finite number"),
+    ({"[train]": "[model]\naspect_ratio = 0\n[train]"}, "model.aspect_ratio = 0: expected d_model / n_layers"),
+    ({"min_steps = 4": "min_steps = 4\nlrs = [1e-3, 1e-3]"}, "grid.lrs lists 0.001 twice"),
+    ({"min_steps = 4": "min_steps = 4\nlrs = [1e-3, -1]"}, "grid.lrs[1] = -1 must be positive"),
+    ({"min_steps = 4": "min_steps = 4\nbatch_sizes = [4, 2.5]"}, "grid.batch_sizes[1] = 2.5 is not a whole number"),
+    ({"min_steps = 4": "min_steps = 4\nlrs = [1e-3]"}, "give grid.lrs (an axis) or train.lr (every run), not both"),
+    ({"[train]": "[model]\naspect_ratio = nan\n[train]"}, "model.aspect_ratio = nan: expected d_model / n_layers"),
+    ({"[train]": "[model]\nmin_layers = 0\n[train]"}, "model.min_layers = 0: expected a whole number from 1"),
+    ({"[train]": "[model]\nmin_layers = 2.5\n[train]"}, "model.min_layers = 2.5: expected a whole number from 1"),
 ])
 def test_grid_errors_name_the_field(tmp_path, store, change, message):
     assert message in grid_error(tmp_path, store, **change)
@@ -299,3 +307,61 @@ def test_plan_without_a_store_shows_the_unique_tokens_asked_for(tmp_path):
     plain = make_plan(expand_grid(load_grid(write_grid(tmp_path / "p.toml", tmp_path / "nowhere",
                                                        extra="[model]\nvocab_size = 501\n"))), hardware_profile("cpu"))
     assert {(r["unique_tokens"], r["epochs"]) for r in plain["runs"]} == {(None, None)}
+
+
+def test_a_grids_family_sets_every_shape_and_stays_out_of_the_run_configs(tmp_path, store):
+    plain = expand_grid(load_grid(write_grid(tmp_path / "a.toml", store, widths=(16, 24, 32))))
+    family = expand_grid(load_grid(write_grid(tmp_path / "b.toml", store, widths=(16, 24, 32),
+                                              **{"[train]": "[model]\naspect_ratio = 8\nmin_layers = 2\n[train]"})))
+    # by hand: n_layers = max(2, round(d_model / 8)); the default family has one layer below d_model 96
+    assert [r.shape.n_layers for r in plain.runs] == [1] * len(plain.runs)
+    assert [(r.shape.d_model, r.shape.n_layers) for r in family.runs] == \
+        [(d, max(2, round(d / 8))) for d in [r.shape.d_model for r in family.runs]]
+    for run in family.runs:
+        assert "aspect_ratio" not in run.config["model"] and "min_layers" not in run.config["model"]
+        assert run.config["model"]["n_layers"] == run.shape.n_layers
+        assert run.params == count_params(family_shape(run.shape.d_model, 39, 24, n_layers=run.shape.n_layers))["total"]
+
+
+def test_learning_rate_and_batch_size_axes_cross_every_run(tmp_path, store):
+    base = expand_grid(load_grid(write_grid(tmp_path / "a.toml", store, widths=(16, 24, 32))))
+    text = {"min_steps = 4": "min_steps = 4\nlrs = [1e-3, 3e-3]\nbatch_sizes = [2, 4]", "lr = 3e-3\n": "",
+            "batch_size = 4\n": ""}
+    crossed = expand_grid(load_grid(write_grid(tmp_path / "b.toml", store, widths=(16, 24, 32), **text)))
+    assert len(crossed.runs) == 4 * len(base.runs)
+    pairs = {(r.config["train"]["lr"], r.config["train"]["batch_size"]) for r in crossed.runs}
+    assert pairs == {(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)}
+    for run in crossed.runs:
+        # D = C / 6N in whole steps of this run's own batch: half the batch, twice the steps
+        tokens_per_step = run.config["train"]["batch_size"] * 24
+        assert run.tokens == run.steps * tokens_per_step
+        assert run.steps == round(run.budget / (6 * run.params) / tokens_per_step)
+    assert len({r.run_id for r in crossed.runs}) == len(crossed.runs)
+
+
+def test_plan_prices_budgets_in_detail_when_asked(tmp_path, store, run_cli):
+    grid = write_grid(tmp_path / "g.toml", store, budgets=(4e8, 8e8))
+    code, out, err = run_cli("sweep", "plan", grid, "--flops", "detailed", "--json")
+    assert code == 0, err
+    for run in json.loads(out)["runs"]:
+        shape = family_shape(run["d_model"], 39, 24)
+        per_token = flops_per_token(shape, 24, "detailed")
+        assert run["steps"] == round(run["budget"] / per_token / 96)  # D = C / detailed FLOPs per token
+        assert run["flops"] == pytest.approx(per_token * run["tokens"])
+    code, _, err = run_cli("sweep", "plan", grid, "--flops", "7N")
+    assert code == 2 and "--flops: '7N' is not a way to count compute" in err
+
+
+def test_a_run_no_node_can_hold_is_refused_in_one_line():
+    from sweeps.cluster import check_run_fits
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 8.0}}, {"Alive": False, "Resources": {"CPU": 64.0}},
+             {"Alive": True, "Resources": {"CPU": 2.0}}]
+    check_run_fits(16, 8, nodes)  # the first node holds it
+    check_run_fits(1, 0, nodes)
+    with pytest.raises(InputError) as e:
+        check_run_fits(1, 1000, nodes, "head:6379")
+    assert str(e.value) == ("resources.cpus_per_run = 1, resources.gpus_per_run = 1000: no node of the Ray cluster at "
+                            "head:6379 has that much (the largest has 16 CPUs and 8 GPUs); every run would wait forever")
+    with pytest.raises(InputError, match="the local Ray cluster"):
+        check_run_fits(32, 0, nodes)  # the dead 64-CPU node does not count

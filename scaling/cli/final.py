@@ -23,11 +23,15 @@ def final(
     hosts: int = typer.Option(1, help="With --address: nodes to train on together (jax.distributed), one task each."),
     gpus: int = typer.Option(None, help="With --address: GPUs per host (default 0; 1 or 8 on a GPU cluster)."),
     cpus: int = typer.Option(None, help="With --address: CPUs per host, also its XLA thread pool (default 1)."),
+    hyperparameters: Path = typer.Option(
+        None, "--hyperparameters",
+        help="A learning-rate x batch-size side sweep's results: its laws set the lr and batch size at C."),
     json_output: bool = typer.Option(False, "--json", help="Print prediction.json on stdout."),
 ) -> None:
     """Train the model `scaling recommend` picks at budget C and compare predicted with actual loss.
 
-    Training settings come from the sweep that made RESULTS; re-running resumes the run.
+    Training settings come from the sweep that made RESULTS (the lr and batch size from the laws of a side sweep
+    with --hyperparameters); re-running resumes the run.
 
     Without --address it trains in this process on all local devices.
 
@@ -41,6 +45,8 @@ def final(
 
       scaling final results.csv --compute 1e18 --data runs/tokens --out runs/final --json
 
+      scaling final runs/demo/sweep/results.parquet --compute 9e12 --hyperparameters runs/hp/results.parquet
+
       scaling final /shared/sweep/results.parquet --compute 1e19 --address HEAD:6379 --gpus 8 --cpus 32
 
       scaling final /shared/sweep/results.parquet --compute 1e20 --address HEAD:6379 --hosts 4 --gpus 8 --cpus 32
@@ -51,7 +57,8 @@ def final(
     out = out or Path(results).parent / f"final-{compute:.3g}"
     console = stderr_console()
     prediction = final_run(results, compute, out, data=data, bootstrap=bootstrap, approach=approach,
-                           log=lambda m: console.print(m, highlight=False), cluster=cluster)
+                           log=lambda m: console.print(m, highlight=False), cluster=cluster,
+                           hyperparameters=hyperparameters)
     if json_output:
         print_json(prediction)
     else:

@@ -27,6 +27,14 @@ CURVES_OPTION = typer.Option(
     None, "--curves", help="per-run curves (run_id, tokens, loss); default: <results>_curves.parquet|csv beside it"
 )
 JSON_OPTION = typer.Option(False, "--json", help="print one JSON object on stdout (progress goes to stderr)")
+FLOPS_OPTION = typer.Option(
+    None, "--flops", help="price compute as 6N or detailed (attention included) [default: the table's flops column]"
+)
+
+
+def _check_flops(value: str | None) -> None:
+    if value is not None and value not in ("6N", "detailed"):
+        raise InputError(f"--flops: {value!r} is not a way to count compute; expected 6N or detailed", field="flops")
 
 
 def parse_approaches(text: str) -> tuple[str, ...]:
@@ -64,9 +72,18 @@ def _fit_with_progress(table, json_output: bool, **kwargs):
     if n <= 0:
         return fit_all(table, **kwargs)
     columns = (TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr_console(), transient=json_output) as progress:
+    # transient: the bar is gone when the fit returns, so an error after it is the only line left
+    with Progress(*columns, console=stderr_console(), transient=True) as progress:
         task = progress.add_task("bootstrap", total=n)
         return fit_all(table, progress=lambda done: progress.update(task, completed=done), **kwargs)
+
+
+def _refuse_empty_fit(results: Path, report) -> None:
+    """A fit that cannot answer anything is an input error (exit 2), not a report of nulls."""
+    from analysis.fit_report import answered_nothing
+
+    if (reasons := answered_nothing(report)) is not None:
+        raise InputError(f"{results}: no law could be fitted: {reasons}")
 
 
 def _load(results: Path, curves: Path | None):
@@ -85,6 +102,7 @@ def fit_command(
     ),
     compute: float | None = typer.Option(None, "--compute", help="also bootstrap the optimum at this many FLOPs"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    flops: str | None = FLOPS_OPTION,
     curves: Path | None = CURVES_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -101,15 +119,20 @@ def fit_command(
       scaling fit runs/sweep/results.parquet
 
       scaling fit results.csv --approach 2,3 --bootstrap 1000 --holdout 5 --json
+
+      scaling fit runs/sweep/results.parquet --compute 1e18 --flops detailed
     """
     _check_non_negative("--bootstrap", bootstrap)
     _check_non_negative("--holdout", holdout)
     _check_compute(compute)
+    _check_flops(flops)
     approaches = parse_approaches(approach)
     table = _load(results, curves)
     report = _fit_with_progress(
-        table, json_output, approaches=approaches, bootstrap=bootstrap, holdout=holdout, compute=compute, seed=seed
+        table, json_output, approaches=approaches, bootstrap=bootstrap, holdout=holdout, compute=compute, seed=seed,
+        flops=flops,
     )
+    _refuse_empty_fit(results, report)
     if json_output:
         print_json(report.to_json())
     else:
@@ -135,6 +158,7 @@ def recommend_command(
     ),
     data: str | None = typer.Option(None, "--data", help="token store of the final run (written into the config)"),
     config_out: Path | None = typer.Option(None, "--config-out", help="write the final run's config TOML here"),
+    flops: str | None = FLOPS_OPTION,
     curves: Path | None = CURVES_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -159,6 +183,7 @@ def recommend_command(
     from scaling.common.atomic import write_file_atomic
 
     _check_compute(compute)
+    _check_flops(flops)
     _check_unique_tokens(unique_tokens)
     for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
         if value is not None and value < 1:
@@ -169,9 +194,13 @@ def recommend_command(
     (chosen,) = parse_approaches(approach)
     table = _load(results, curves)
     report = _fit_with_progress(table, json_output, bootstrap=bootstrap, holdout=0, compute=compute, seed=seed,
-                                unique_tokens=unique_tokens)
+                                unique_tokens=unique_tokens, flops=flops)
     recommendation = recommend_compute_optimal(report, compute, chosen, vocab_size=vocab_size, seq_len=seq_len,
                                                unique_tokens=unique_tokens)
+    if recommendation["approach"] is None:
+        reasons = [w for w in recommendation["warnings"] if w.startswith(("approach1", "approach2", "approach3"))]
+        raise InputError(f"{results}: no recommendation at C = {compute:.3g}: no approach could be fitted: "
+                         + "; ".join(reasons))
     recommendation["config"] = None
     if config_out is not None:
         if recommendation["shape"] is None or recommendation["tokens"] is None:
@@ -198,6 +227,7 @@ def plot_command(
     compute: float | None = typer.Option(None, "--compute", help="target budget to extrapolate to, in FLOPs"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the approach-3 bands (0: none)"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    flops: str | None = FLOPS_OPTION,
     curves: Path | None = CURVES_OPTION,
 ) -> None:
     """The standard figures of the fits, as PNG and SVG, and fit.json (what `scaling fit --json` prints).
@@ -217,9 +247,10 @@ def plot_command(
 
     _check_non_negative("--bootstrap", bootstrap)
     _check_compute(compute)
+    _check_flops(flops)
     refuse_existing(out, overwrite, inputs=[p for p in (results, curves) if p is not None])
     table = _load(results, curves)
-    report = _fit_with_progress(table, False, bootstrap=bootstrap, compute=compute, seed=seed)
+    report = _fit_with_progress(table, False, bootstrap=bootstrap, compute=compute, seed=seed, flops=flops)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_standard_figures(report, tmp, compute)
         (tmp / "fit.json").write_text(dumps(report.to_json(), indent=1) + "\n")
@@ -272,6 +303,12 @@ def _print_fit_summary(report) -> None:
             f"runs ({h['extrapolation_factor']:.3g}x more compute) with median |error| "
             f"{100 * h['median_abs_rel_error']:.2f}%, max {100 * h['max_abs_rel_error']:.2f}%"
         )
+    if data["leave_future_out"]:
+        console.print(leave_future_out_table(data["leave_future_out"]))
+    if data.get("optimum_by_pricing"):
+        console.print(pricing_table(data["optimum_by_pricing"], report.compute))
+    if data.get("hyperparameters"):
+        print_hyperparameter_laws(console, data["hyperparameters"])
     if data["bootstrap"] is not None:
         ci = data["bootstrap"]["ci"]
         console.print(f"bootstrap ({data['bootstrap']['n']} resamples, 95%):")
@@ -279,6 +316,56 @@ def _print_fit_summary(report) -> None:
             console.print(f"  {key}: [{ci[key][0]:.4g}, {ci[key][1]:.4g}]")
     for warning in data["warnings"]:
         stderr_console().print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def print_hyperparameter_laws(console: Console, laws: dict) -> None:
+    table = Table("budget", "lr_opt", "batch_opt (windows)", "loss", "runs", "from",
+                  title="hyperparameter side sweep: the best learning rate and batch size per budget")
+    for o in laws["optima"]:
+        table.add_row(f"{o['budget']:.3g}", f"{o['lr']:.3g}", f"{o['batch_size']:.3g}", f"{o['loss']:.4f}",
+                      str(o["n_runs"]), o["source"])
+    console.print(table)
+    intervals = laws.get("intervals") or {}
+
+    def law_line(name: str, law: dict, key: str) -> str:
+        ci = intervals.get(key)
+        return (f"{name} = {law['coefficient']:.4g} C^{law['exponent']:.4f}"
+                + (f" (exponent {100 * intervals['level']:g}% interval [{ci[0]:.4f}, {ci[1]:.4f}])" if ci else ""))
+
+    console.print(law_line("lr_opt", laws["lr_law"], "lr_exponent"))
+    if laws["batch_size_law"]:
+        console.print(law_line("batch_opt", laws["batch_size_law"], "batch_exponent"))
+    if laws["compute"] is not None:
+        console.print(f"at C = {laws['compute']:.3g}: lr {laws['lr_at_compute']:.4g}"
+                      + (f", batch size {laws['batch_size_at_compute']:.3g} windows"
+                         if laws["batch_size_at_compute"] is not None else ""))
+
+
+def pricing_table(optima: dict, compute: float) -> Table:
+    table = Table("compute priced as", "N_opt", "D_opt", "D/N", "predicted loss", "FLOPs/token over 6N",
+                  title=f"approach 3's optimum at C = {compute:.3g} FLOPs")
+    for method, point in optima.items():
+        if "error" in point:
+            table.add_row(method, point["error"], "", "", "", "")
+        else:
+            table.add_row(method, _number(point["params"]), _number(point["tokens"]),
+                          f"{point['tokens_per_param']:.1f}",
+                          f"{point['predicted_loss']:.4f}", f"{point['flops_per_token_over_6n']:.3f}")
+    return table
+
+
+def leave_future_out_table(rows: list[dict]) -> Table:
+    table = Table("predicted budget", "fitted on budgets", "runs", "extrapolation", "median |error|",
+                  "max |error|", "mean error", title="leave-future-out (approach 3)")
+    for row in rows:
+        head = (f"{row['budget']:.3g}", ", ".join(f"{b:.3g}" for b in row["fit_budgets"]),
+                f"{row['fit_runs']} -> {row['predicted_runs']}", f"{row['extrapolation_factor']:.3g}x")
+        if "error" in row:
+            table.add_row(*head, row["error"], "", "")
+        else:
+            table.add_row(*head, f"{100 * row['median_abs_rel_error']:.2f}%", f"{100 * row['max_abs_rel_error']:.2f}%",
+                          f"{100 * row['mean_rel_error']:+.2f}%")
+    return table
 
 
 def _print_recommendation(rec: dict) -> None:
@@ -326,3 +413,46 @@ def _print_data_constrained(console, dc: dict) -> None:
     console.print(f"  with 2x compute: loss {loss(dc['double_compute'])} (-{dc['double_compute']['loss_gain']:.4g})")
     console.print(f"  with 2x unique data: loss {loss(dc['double_unique_tokens'])} "
                   f"(-{dc['double_unique_tokens']['loss_gain']:.4g}); more {dc['better'].replace('_', ' ')} helps more")
+
+
+@app.command("lr-transfer")
+def lr_transfer_command(
+    results: list[Path] = typer.Argument(..., help="results tables of width x learning-rate sweeps (one per "
+                                                   "parametrization, e.g. standard then muP)", show_default=False),
+    out: Path = typer.Option(..., "--out", help="the figure (PNG)", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Learning-rate transfer across width: loss against learning rate per width, one panel per table, and each
+    width's best rate. Under muP the best rate should not drift as the model widens.
+
+    Examples:
+
+      scaling lr-transfer runs/lr_standard/results.parquet runs/lr_mup/results.parquet --out lr_transfer.png
+    """
+    import io
+
+    from analysis.lr_transfer import lr_transfer_figure, transfer_summary
+    from analysis.results_table import NotEnoughData
+    from scaling.common.atomic import refuse_existing, write_file_atomic
+
+    refuse_existing(out, overwrite, inputs=list(results))
+    tables = {}
+    for path in results:
+        label = path.parent.name or path.stem
+        tables[label] = _load(path, None).runs
+    try:
+        summaries = {label: transfer_summary(runs) for label, runs in tables.items()}
+    except NotEnoughData as e:
+        raise InputError(str(e)) from None
+    png = io.BytesIO()
+    lr_transfer_figure(tables).savefig(png, format="png", dpi=110)
+    write_file_atomic(out, png.getvalue())
+    if json_output:
+        print_json(summaries)
+        return
+    console = Console()
+    for label, summary in summaries.items():
+        rates = ", ".join(f"d{d}: {lr:.3g}" for d, lr in sorted(summary["best_lr"].items()))
+        console.print(f"{label}: best lr {rates}; widest / narrowest {summary['drift']:.3g}", highlight=False)
+    console.print(f"wrote {out}", highlight=False)

@@ -8,6 +8,7 @@ import typer
 
 from scaling.cli.app import app
 from scaling.cli.output import print_json, stderr_console
+from scaling.common.errors import InputError
 
 # Each command imports its stage inside the function, so `scaling --help` starts without JAX or Ray.
 
@@ -25,10 +26,13 @@ def plan(
                                       "`scaling bench train --json`."),
     parallel: int = typer.Option(None, help="Runs at once for the wall-time estimate (default: CPU cores / "
                                  "cpus_per_run on cpu, else 1)."),
+    flops: str = typer.Option(None, "--flops", help="Price each budget as 6N or detailed (attention included): "
+                              "D = C / that count [default: the grid's grid.flops]."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """The runs a grid expands to: shapes, N (total and non-embedding), D, C, tokens per parameter, steps,
-    estimated time, and the totals.
+    estimated time, and the totals. With --flops detailed every budget buys fewer tokens (C = detailed
+    FLOPs per token x D).
 
     Examples:
 
@@ -36,12 +40,20 @@ def plan(
 
       scaling sweep plan sweeps/grids/comet.toml --hardware h100 --parallel 64 --json
     """
+    import dataclasses
+
+    from models.accounting import FLOP_METHODS
     from sweeps.expand import expand_grid
     from sweeps.grid import load_grid
     from sweeps.plan import hardware_profile, make_plan, plan_table
 
+    if flops is not None and flops not in FLOP_METHODS:
+        raise InputError(f"--flops: {flops!r} is not a way to count compute; expected 6N or detailed", field="flops")
     profile = hardware_profile(hardware, flops_per_s)
-    result = make_plan(expand_grid(load_grid(grid, data)), profile, parallel)
+    loaded = load_grid(grid, data)
+    if flops is not None:
+        loaded = dataclasses.replace(loaded, axes=dataclasses.replace(loaded.axes, flops=flops))
+    result = make_plan(expand_grid(loaded), profile, parallel)
     if json_output:
         print_json(result)
         return

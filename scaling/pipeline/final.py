@@ -2,11 +2,17 @@
 the fit predicted with the loss the run reaches.
 
 The final run copies the training settings of the sweep that made the table (batch size, context,
-learning rate, schedule, window mode, evaluation set), read from one of its runs' config.json, so the
-prediction and the run are about the same quantity. Only the shape and the token budget change.
-The run directory gets the regular trainer files plus `recommendation.json` (what the fit said) and
-`prediction.json` (predicted loss with its interval, actual loss, relative error). Re-running resumes
-the run from its last checkpoint and never refits a recommendation it already wrote.
+learning rate, schedule, window mode, evaluation set, and the model's parametrization), read from one of its
+runs' config.json, so the prediction and the run are about the same quantity. Only the shape and the token
+budget change; and with `hyperparameters` (the results table of a learning-rate x batch-size side sweep,
+analysis.hyperparameter_laws) the learning rate and batch size come from the laws fitted there, evaluated at
+the final budget. recommendation.json's `hyperparameters` records every training setting the run gets and
+where it came from.
+The run directory gets the regular trainer files plus `recommendation.json` (what the fit said),
+`forecast.json` (the pre-registered forecast, analysis.forecast: the loss at the run's own N and D with its
+interval and the hash of the runs it was fitted on, written before training starts and never rewritten) and
+`prediction.json` (the forecast against the actual loss). Re-running resumes the run from its last checkpoint
+and never refits a recommendation or a forecast it already wrote.
 
 Where it trains: in this process on all local devices, or, given a `Cluster`, as Ray tasks on that cluster:
 one task with the requested CPUs and GPUs, or one per node (a STRICT_SPREAD placement group) that join
@@ -23,9 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.fit_report import fit_all
+from analysis.forecast import forecast_run, grade
+from analysis.hyperparameter_laws import fit_hyperparameter_laws
 from analysis.loss_law import LAW_KEYS, LossLaw
 from analysis.recommend import final_run_settings, recommend_compute_optimal
-from analysis.results_table import load_results
+from analysis.results_table import NotEnoughData, load_results
+from models.accounting import count_params
+from models.config import ModelShape
 from scaling.common.atomic import write_json_atomic
 from scaling.common.errors import InputError
 from scaling.data.token_store import TokenStore
@@ -38,42 +48,80 @@ COPIED_TRAIN_KEYS = ("batch_size", "seq_len", "lr", "schedule", "cooldown_fracti
                      "log_every")
 
 
-def sweep_train_settings(results: Path) -> tuple[dict, str | None]:
-    """The [train] table and data path of a run of the sweep that wrote `results` (empty if none found)."""
+# Model settings the final run takes from the sweep: the parametrization its settings were tuned under.
+COPIED_MODEL_KEYS = ("parametrization", "mup_base_d_model")
+
+
+def sweep_train_settings(results: Path) -> tuple[dict, str | None, dict]:
+    """The [train] table, data path and copied [model] settings of a run of the sweep that wrote `results`
+    (empty if none found)."""
     runs = sorted(Path(results).parent.glob("runs/*"))
     for run in (RunDir(path) for path in runs):
         if not run.is_run():
             continue
         record = run.read_record()
         config = record.get("config", record)
-        return {k: v for k, v in config.get("train", {}).items() if k in COPIED_TRAIN_KEYS}, config.get("data")
-    return {}, None
+        model = {k: v for k, v in config.get("model", {}).items() if k in COPIED_MODEL_KEYS and v is not None}
+        if model.get("parametrization") == "standard":
+            model = {}
+        return ({k: v for k, v in config.get("train", {}).items() if k in COPIED_TRAIN_KEYS}, config.get("data"),
+                model)
+    return {}, None, {}
 
 
 def recommendation_for(results: Path, compute: float, data: str | None, bootstrap: int, approach: str,
-                       report=None, log=print) -> tuple[dict, dict]:
-    """Fit the table (unless given its fit report) and return (recommendation JSON, run config dict)."""
-    train, sweep_data = sweep_train_settings(results)
+                       report=None, log=print, hyperparameters: Path | None = None) -> tuple[dict, dict, object]:
+    """Fit the table (unless given its fit report) and return (recommendation JSON, run config dict, fit report)."""
+    train, sweep_data, sweep_model = sweep_train_settings(results)
     data = data or sweep_data
     if data is None:
         raise InputError(f"{results}: no sweep run configs beside it to take the data path from; pass data TOK_DIR",
                          field="data")
     store = TokenStore.open(data)
     seq_len = int(train.get("seq_len", 128))
+    # the side sweep first: a table that cannot give laws is refused before the long fit starts
+    laws = None if hyperparameters is None else hyperparameter_laws(hyperparameters, compute, bootstrap)
     if report is None:
         log(f"fitting {results} (bootstrap {bootstrap}) for the compute-optimal model at C = {compute:.3g} FLOPs")
         report = fit_all(load_results(results), bootstrap=bootstrap, compute=compute)
     rec = recommend_compute_optimal(report, compute, approach, vocab_size=store.vocab.size, seq_len=seq_len)
     if rec.get("shape") is None or rec.get("tokens") is None:
         raise InputError(f"{results}: no recommendation at C = {compute:.3g}: {'; '.join(rec.get('warnings', []))}")
-    settings = final_run_settings(rec["tokens"], seq_len=seq_len, batch_size=int(train.get("batch_size", 16)),
-                                  lr=float(train.get("lr", 3e-3)))
-    model = {k: rec["shape"][k] for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}
+    lr, batch_size = float(train.get("lr", 3e-3)), int(train.get("batch_size", 16))
+    sources = {key: f"copied from the sweep ({Path(results).parent})" for key in train}
+    if laws is not None:
+        lr = laws["lr_at_compute"]
+        law = laws["lr_law"]
+        sources["lr"] = f"law of {hyperparameters}: {law['coefficient']:.4g} C^{law['exponent']:.4f}"
+        if laws["batch_size_at_compute"] is not None:
+            batch_size = max(1, round(laws["batch_size_at_compute"]))
+            law = laws["batch_size_law"]
+            sources["batch_size"] = (f"law of {hyperparameters}: {law['coefficient']:.4g} C^{law['exponent']:.4f}, "
+                                     "rounded")
+        rec["hyperparameter_laws"] = laws
+    settings = final_run_settings(rec["tokens"], seq_len=seq_len, batch_size=batch_size, lr=lr)
+    model = {k: rec["shape"][k] for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")} | sweep_model
     config = {"data": str(Path(data).absolute()), "seed": 0, "model": model, "train": {**train, **settings}}
+    for key in settings:
+        sources.setdefault(key, "from the recommended tokens (analysis.recommend.final_run_settings)")
+    for key in sweep_model:
+        sources[f"model.{key}"] = f"copied from the sweep ({Path(results).parent})"
+    rec["hyperparameters"] = {key: {"value": value, "source": sources.get(key, "")}
+                              for key, value in {**config["train"], **{f"model.{k}": v for k, v in sweep_model.items()}
+                                                 }.items()}
     law = report.to_json().get("approach3")
     if law:
         rec["law"] = {k: law[k] for k in LAW_KEYS}
-    return rec, config
+    return rec, config, report
+
+
+def hyperparameter_laws(path: Path, compute: float, bootstrap: int) -> dict:
+    """The learning-rate and batch-size laws of a side sweep's results table, evaluated at `compute`."""
+    try:
+        laws = fit_hyperparameter_laws(load_results(path), bootstrap=min(bootstrap, 200), compute=compute)
+    except NotEnoughData as e:
+        raise InputError(f"{path}: {e}", field="hyperparameters") from None
+    return laws.to_json()
 
 
 @dataclass(frozen=True)
@@ -104,11 +152,14 @@ def cluster_for(address: str | None, hosts: int = 1, gpus: int | None = None,
 
 def final_run(results: str | Path, compute: float, out: str | Path, *, data: str | None = None, bootstrap: int = 200,
               approach: str = "approach3", report=None, log=print, progress: bool = True,
-              cluster: Cluster | None = None) -> dict:
-    """Train the recommendation at `compute` into `out` (here, or on `cluster`) and write prediction.json."""
+              cluster: Cluster | None = None, hyperparameters: Path | None = None) -> dict:
+    """Train the recommendation at `compute` into `out` (here, or on `cluster`) and write prediction.json.
+    `hyperparameters`: a side sweep's results table whose laws set the learning rate and batch size."""
     out = Path(out)
     with connected(cluster) if cluster else contextlib.nullcontext():
-        rec, config = saved_recommendation(results, compute, out, data, bootstrap, approach, report, log)
+        rec, config, report = saved_recommendation(results, compute, out, data, bootstrap, approach, report, log,
+                                                   hyperparameters)
+        forecast = saved_forecast(results, out, config, bootstrap, report, log)
         shape = rec["shape"]
         log(f"final run: N = {rec['params']:.3g} (ladder shape d_model {shape['d_model']}, {shape['n_layers']} "
             f"layers), D = {rec['tokens']:.3g} tokens, predicted loss {rec['predicted_loss']:.4f}")
@@ -118,14 +169,15 @@ def final_run(results: str | Path, compute: float, out: str | Path, *, data: str
             from scaling.train.trainer import train_run  # lazy: JAX starts here (see train_task)
 
             summary = train_run(config, out, progress=progress)
-    prediction = prediction_record(compute, rec, summary)
+    prediction = prediction_record(compute, rec, summary, forecast)
     write_json_atomic(out / "prediction.json", prediction)
     return prediction
 
 
 def saved_recommendation(results, compute: float, out: Path, data, bootstrap: int, approach: str, report,
-                         log) -> tuple[dict, dict]:
-    """The recommendation and run config in out/recommendation.json, made (and written) if missing."""
+                         log, hyperparameters: Path | None = None) -> tuple[dict, dict, object]:
+    """The recommendation and run config in out/recommendation.json, made (and written) if missing, and the fit
+    report it came from (None when reused)."""
     rec_path = out / "recommendation.json"
     if rec_path.is_file():
         saved = json.loads(rec_path.read_text())
@@ -134,14 +186,53 @@ def saved_recommendation(results, compute: float, out: Path, data, bootstrap: in
             raise InputError(f"{rec_path}: was made for C = {rec['compute']:.3g}, not {compute:.3g}; use another out",
                              field="out")
         log(f"reusing {rec_path}")
-        return rec, config
-    rec, config = recommendation_for(Path(results), compute, data, bootstrap, approach, report, log)
+        return rec, config, report
+    rec, config, report = recommendation_for(Path(results), compute, data, bootstrap, approach, report, log,
+                                             hyperparameters)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(rec_path, {"results": str(results), "recommendation": rec, "config": config})
-    return rec, config
+    return rec, config, report
 
 
-def prediction_record(compute: float, rec: dict, summary: dict) -> dict:
+def run_size(config: dict) -> tuple[int, float]:
+    """(N, D) the final run will train: its shape's parameter count and its whole-step tokens."""
+    store = TokenStore.open(config["data"])
+    shape = ModelShape(**config["model"], vocab_size=store.vocab.size, max_seq_len=int(config["train"]["seq_len"]))
+    return count_params(shape)["total"], float(config["train"]["tokens"])
+
+
+def entropy_floor(data: str) -> float | None:
+    """The token store's entropy floor on the tuning split (a synthetic cohort's), or None."""
+    stats_path = Path(data) / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    tuning = (stats.get("entropy_floor") or {}).get("tuning") or {}
+    values = [tuning[k] for k in ("nats_per_token", "nats_per_token_packed") if isinstance(tuning.get(k), float)]
+    return min(values) if values else None
+
+
+def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log) -> dict:
+    """out/forecast.json: the forecast of the run's loss at its own N and D, made once, before training starts
+    (analysis.forecast). A forecast already there is never rewritten; one made after training started says so."""
+    path = out / "forecast.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    started = bool(RunDir(out).checkpoint_steps()) or RunDir(out).read_summary() is not None
+    if report is None:
+        log(f"fitting {results} (bootstrap {bootstrap}) for the forecast")
+        report = fit_all(load_results(results), bootstrap=bootstrap, holdout=0)
+    params, tokens = run_size(config)
+    floor = entropy_floor(config["data"])
+    forecast = forecast_run(report, params, tokens, pinned_E=floor,
+                            pinned_E_source="entropy floor of the token store's tuning split" if floor else "")
+    forecast = {"results": str(results), "made_before_training": not started, **forecast}
+    write_json_atomic(path, forecast)
+    low, high = forecast["interval"]
+    log(f"forecast ({path}): loss {forecast['predicted_loss']:.4f} [{low:.4f}, {high:.4f}] at N = {params:,}, "
+        f"D = {tokens:,.0f}")
+    return forecast
+
+
+def prediction_record(compute: float, rec: dict, summary: dict, forecast: dict | None = None) -> dict:
     # The ladder's shape and whole steps move N and D a little off the recommendation: the law is asked
     # again at the run's own N and D, which is the prediction the run tests.
     actual = summary.get("val_loss")
@@ -160,6 +251,11 @@ def prediction_record(compute: float, rec: dict, summary: dict) -> dict:
         "tokens": summary.get("tokens"),
         "flops": summary.get("flops"),
         "status": summary.get("status"),
+        "forecast": None if forecast is None else {
+            "predicted_loss": forecast["predicted_loss"], "interval": forecast["interval"],
+            "made_before_training": forecast.get("made_before_training"),
+            "fit_input_sha256": forecast.get("fit_input_sha256"),
+            **grade(forecast, actual)},
     }
 
 

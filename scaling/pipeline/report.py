@@ -10,13 +10,91 @@ import pandas as pd
 from scaling.evaluate.metrics import PRIMARY_METRIC
 
 
+def _level(fit: dict) -> str:
+    level = (fit.get("bootstrap") or {}).get("level")
+    return "" if level is None else f"{100 * level:g}%"
+
+
+def seed_spread(results: pd.DataFrame) -> dict | None:
+    """The run-to-run noise at the top budget: per model size, the relative spread (max - min) / mean of the
+    final loss over its seeds; the median and largest over sizes. None with one seed."""
+    if "seed" not in results or results["seed"].nunique() < 2 or "budget" not in results:
+        return None
+    top = results[results["budget"] == results["budget"].max()]
+    spread = top.groupby("params")["loss"].agg(lambda v: (v.max() - v.min()) / v.mean())
+    return {"budget": float(top["budget"].iloc[0]), "median": float(spread.median()), "max": float(spread.max()),
+            "seeds": int(results["seed"].nunique())}
+
+
+def leave_future_out_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["Leave-future-out: approach 3 fitted on the budgets below each budget b predicts every run at b.", "",
+             "| budget b | fitted on | extrapolation | median abs error | max abs error | mean error |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        head = f"| {row['budget']:.3g} | {', '.join(f'{b:.3g}' for b in row['fit_budgets'])} | " \
+               f"{row['extrapolation_factor']:.3g}x |"
+        if "error" in row:
+            lines.append(f"{head} {row['error']} | | |")
+        else:
+            lines.append(f"{head} {100 * row['median_abs_rel_error']:.2f}% | {100 * row['max_abs_rel_error']:.2f}% | "
+                         f"{100 * row['mean_rel_error']:+.2f}% |")
+    return [*lines, ""]
+
+
+def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: dict | None) -> list[str]:
+    """The pre-registered forecast against the final run's loss, next to the seed noise."""
+    if forecast is None:
+        return []
+    graded = prediction.get("forecast") or {}
+    boot, pinned = forecast.get("bootstrap_interval"), forecast["pinned_E"]
+    low, high = forecast["interval"]
+    lines = [
+        "Pre-registered forecast (`final/forecast.json`, written before training"
+        + ("" if forecast.get("made_before_training") else "; NOTE: this one was made after training had started")
+        + f", fit input sha256 {forecast['fit_input_sha256'][:12]}): loss {forecast['predicted_loss']:.4f} "
+        "at the run's "
+        f"N = {forecast['params']:,.0f} and D = {forecast['tokens']:,.0f}, "
+        f"{forecast['extrapolation_factor']:.0f}x the largest sweep run's compute; interval {low:.4f} to {high:.4f}, "
+        "the union of"
+        + (f" the {100 * forecast['bootstrap_level']:g}% bootstrap interval {boot[0]:.4f} to {boot[1]:.4f} and" if boot
+           else "")
+        + f" the forecast with E pinned at {pinned['E']:.3f} ({pinned['source']}): {pinned['predicted_loss']:.4f}.",
+        "",
+    ]
+    if graded.get("relative_error") is not None:
+        lines += [
+            f"Actual {graded['actual_loss']:.4f}: **{100 * graded['relative_error']:+.2f}%** against the forecast, "
+            + ("inside" if graded["inside_interval"] else "outside") + " its interval."
+            + (f" For scale, two seeds of one model at the top sweep budget differ by {100 * spread['median']:.2f}% "
+               f"(median over sizes; at most {100 * spread['max']:.2f}%)." if spread else ""),
+            "",
+        ]
+    family = rec.get("family")
+    if family:
+        swept = family["swept"]
+        shape = rec["shape"]
+        lines += [
+            f"Shape family: the sweep's shapes have d_model / n_layers from {swept['aspect_range'][0]:.3g} to "
+            f"{swept['aspect_range'][1]:.3g} and {swept['min_layers']} to {swept['max_layers']} layers; the final "
+            f"run is d_model {shape['d_model']} with {shape['n_layers']} layers (aspect ratio "
+            f"{family['aspect_ratio']:.3g}), " + ("inside" if family["inside"] else "**outside**")
+            + " that family, "
+            f"{family['depth_beyond_sweep']:.2g}x the deepest and {family['width_beyond_sweep']:.2g}x the widest swept "
+            "model.",
+            "",
+        ]
+    return lines
+
+
 def _interval(fit: dict, key: str) -> str:
     ci = (fit.get("bootstrap") or {}).get("ci", {}).get(key)
     return "" if not ci or None in ci else f" [{ci[0]:.3g}, {ci[1]:.3g}]"
 
 
 def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: dict, sweep_dir: Path,
-                root: Path, evaluation: dict | None = None) -> str:
+                root: Path, evaluation: dict | None = None, forecast: dict | None = None) -> str:
     results = pd.read_parquet(sweep_dir / "results.parquet")
     floor = (stats.get("entropy_floor") or {}).get("tuning", {})
     a2, a3 = fit.get("approach2") or {}, fit.get("approach3") or {}
@@ -35,7 +113,7 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
         "",
         "## Fitted laws",
         "",
-        "| law | fit | 90% bootstrap interval |",
+        f"| law | fit | {_level(fit)} bootstrap interval |",
         "| --- | --- | --- |",
     ]
     if a2:
@@ -50,6 +128,7 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
         f"relative error of {holdout.get('median_abs_rel_error', float('nan')):.2%} "
         f"({holdout.get('held_out_runs', 0)} runs held out).",
         "",
+        *leave_future_out_lines(fit.get("leave_future_out") or []),
         "## Compute-optimal models",
         "",
         f"At C = {rec['compute']:.3g} FLOPs ({rec.get('extrapolation_factor', 0):.0f}x the largest sweep budget) "
@@ -73,8 +152,9 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
         + (f" (interval {prediction['predicted_loss_ci'][0]:.4f} to {prediction['predicted_loss_ci'][1]:.4f})"
            if prediction.get("predicted_loss_ci") else "")
         + f"; actual {prediction['actual_loss']:.4f}"
-        + (f", a relative error of {100 * err:+.2f}% (goal: within 3%)." if err is not None else "."),
+        + (f", a relative error of {100 * err:+.2f}%." if err is not None else "."),
         "",
+        *forecast_lines(prediction, forecast, rec, seed_spread(results)),
     ]
     if evaluation:
         lines += evaluation_section(evaluation, root)

@@ -29,7 +29,7 @@ file and the field ("config.toml: unknown key 'train.lrr'").
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +57,20 @@ class ModelSection:
     vocab_size: int | None = None  # default: the token store's vocabulary; may be larger (padding)
     max_seq_len: int | None = None  # default: train.seq_len
     tied_embeddings: bool = False
+    parametrization: str = "standard"  # standard | mup (models.parametrization)
+    mup_base_d_model: int | None = None  # muP: the width the settings were tuned at
 
     def shape(self, vocab_size: int, seq_len: int) -> ModelShape:
         vocab = self.vocab_size or vocab_size
         max_seq_len = self.max_seq_len or seq_len
         if self.params is not None:
-            return shape_for_params(self.params, vocab, max_seq_len, tied_embeddings=self.tied_embeddings)
-        return family_shape(
-            self.d_model, vocab, max_seq_len, n_layers=self.n_layers, n_heads=self.n_heads,
-            n_kv_heads=self.n_kv_heads, d_ff=self.d_ff, tied_embeddings=self.tied_embeddings,
-        )
+            shape = shape_for_params(self.params, vocab, max_seq_len, tied_embeddings=self.tied_embeddings)
+        else:
+            shape = family_shape(
+                self.d_model, vocab, max_seq_len, n_layers=self.n_layers, n_heads=self.n_heads,
+                n_kv_heads=self.n_kv_heads, d_ff=self.d_ff, tied_embeddings=self.tied_embeddings,
+            )
+        return replace(shape, parametrization=self.parametrization, mup_base_d_model=self.mup_base_d_model)
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class RunConfig:
         out = asdict(self)
         if out["train"]["unique_tokens"] is None:
             del out["train"]["unique_tokens"]
+        if out["model"]["parametrization"] == "standard" and out["model"]["mup_base_d_model"] is None:
+            del out["model"]["parametrization"], out["model"]["mup_base_d_model"]
         return out
 
 
@@ -160,7 +166,7 @@ _TYPES = {
     "cooldown_fraction": float, "min_lr_ratio": float, "weight_decay": float, "beta1": float,
     "beta2": float, "grad_clip": float, "eval_every": int, "eval_tokens": int, "checkpoint_every": int,
     "keep_checkpoints": int, "log_every": int, "steps_per_dispatch": int, "window_mode": str,
-    "dtype": str, "attention": str, "unique_tokens": float,
+    "dtype": str, "attention": str, "unique_tokens": float, "parametrization": str, "mup_base_d_model": int,
 }
 
 

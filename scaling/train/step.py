@@ -53,12 +53,25 @@ def learning_rate_schedule(
 
 def make_optimizer(
     schedule: optax.Schedule, *, weight_decay: float = 0.1, beta1: float = 0.9, beta2: float = 0.95,
-    grad_clip: float = 1.0,
+    grad_clip: float = 1.0, lr_multipliers=None,
 ) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; weight decay on matrices only (not norms)."""
+    """AdamW with global-norm clipping; weight decay on matrices only (not norms). `lr_multipliers`, a tree like
+    the parameters (models.parametrization.learning_rate_multipliers), scales each parameter's update."""
     adamw = optax.adamw(schedule, b1=beta1, b2=beta2, eps=1e-8, weight_decay=weight_decay,
                         mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
-    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw) if grad_clip > 0 else adamw
+    parts = ([optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []) + [adamw]
+    if lr_multipliers is not None:
+        parts.append(scale_by_tree(lr_multipliers))
+    return optax.chain(*parts) if len(parts) > 1 else adamw
+
+
+def scale_by_tree(multipliers) -> optax.GradientTransformation:
+    """Multiply each update by its leaf of `multipliers` (a tree like the parameters; no state)."""
+
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, m: u * m, updates, multipliers), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def init_model(shape: ModelShape, seed: int, dtype=jnp.float32, attention_impl: str | None = None):

@@ -30,9 +30,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
+from models.parametrization import learning_rate_multipliers
 from scaling.common.errors import InputError
 from scaling.data.token_store import TokenStore, train_subset
 from scaling.train.batches import WindowSampler, evaluation_batches
+from scaling.train.compile_cache import enable_compilation_cache
 from scaling.train.config import RunConfig, load_run_config, parse_run_config
 from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, OPT_STATE, PARAMS, RunDir, save_args
 from scaling.train.step import (
@@ -246,6 +248,7 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
     config = as_run_config(config)
     run = RunDir(run_dir)
     console = Console(stderr=True, quiet=not progress)
+    enable_compilation_cache()
     store = TokenStore.open(config.data)
     plan = plan_run(config, store, source)
     record = config_record(config, plan)
@@ -305,14 +308,16 @@ def _summary(plan: RunPlan, status: str, step, train_loss, val_loss, message=Non
 def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, console: Console,
            progress: bool) -> dict:
     t = config.train
+    started = time.perf_counter()
     mesh = data_mesh()
     rep, chunk_sharding = replicated(mesh), batch_sharding(mesh, leading=1)
     dtype = jnp.bfloat16 if plan.dtype == "bfloat16" else jnp.float32
     graphdef, params = init_model(plan.shape, config.seed, dtype, plan.attention_impl)
     schedule = learning_rate_schedule(t.schedule, t.lr, plan.total_steps, plan.warmup_steps, t.min_lr_ratio,
                                       t.cooldown_fraction)
+    multipliers = None if plan.shape.parametrization == "standard" else learning_rate_multipliers(plan.shape, params)
     tx = make_optimizer(schedule, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2,
-                        grad_clip=t.grad_clip)
+                        grad_clip=t.grad_clip, lr_multipliers=multipliers)
     state = jax.device_put({PARAMS: params, OPT_STATE: tx.init(params)}, rep)
 
     start, restored = run.restore_latest(state, warn=lambda message: print(message, file=sys.stderr))
@@ -344,9 +349,12 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
 
     log = RunLog(config, plan, schedule, rows, start, console if progress else None)
     diverged_at = None
+    startup_s = None  # building the model and compiling the train step (the first dispatch returns once compiled)
     try:
         for (chunk_start, chunk_end), (windows, masks) in zip(chunks, feeder, strict=True):
             params, opt_state, losses = train_chunk(params, opt_state, windows, masks)
+            if startup_s is None:
+                startup_s = round(time.perf_counter() - started, 2)
             last = chunk_end == plan.total_steps
             eval_out = evaluate(params, eval_windows, eval_masks) if chunk_end % t.eval_every == 0 or last else None
             log.add(chunk_start, chunk_end, losses, eval_out)
@@ -384,11 +392,11 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
                    f"(step {checkpoint_step}) is kept")
         summary = _summary(plan, DIVERGED, diverged_at - 1, final_train, None, message=message,
                            diverged_at_step=diverged_at, tokens_per_s=_mean_speed(rows, start),
-                           devices=plan.n_devices)
+                           devices=plan.n_devices, startup_s=startup_s)
         console.print(f"[red]diverged[/]: {message}")
     else:
         summary = _summary(plan, FINISHED, plan.total_steps, final_train, val_loss, diverged_at_step=None,
-                           tokens_per_s=_mean_speed(rows, start), devices=plan.n_devices)
+                           tokens_per_s=_mean_speed(rows, start), devices=plan.n_devices, startup_s=startup_s)
         console.print(f"finished: val loss {val_loss:.4f} after {plan.total_steps:,} steps -> {run.path}")
     if writes_run_files():
         run.write_summary(summary)

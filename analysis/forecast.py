@@ -1,0 +1,89 @@
+"""A pre-registered forecast: the loss one run will reach, with an honest interval, made before it trains.
+
+`forecast_run(report, params, tokens, pinned_E)` evaluates approach 3 at the run's own N and D and
+gives the forecast two kinds of uncertainty:
+- `bootstrap_interval`: the law refitted on resampled runs (the report's bootstrap), each resample's
+  prediction at (N, D), as a percentile interval at the bootstrap's level;
+- `pinned_E`: approach 3 refitted with the irreducible loss E pinned (to the data's entropy floor when the
+  token store knows it, else 0: a pure power law), and its prediction. Far past the sweep, E and the
+  exponents trade off against each other; how far the forecast moves when E is pinned is the part of the
+  uncertainty a bootstrap over the same runs cannot see.
+`interval` spans both. `fit_input_sha256` names the runs the forecast was fitted on (their N, D, C and loss,
+order-free), so a later comparison can check that the forecast and the results table still agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from analysis.fit_report import FitReport
+from analysis.parametric_fit import fit_parametric_loss_table
+from analysis.results_table import ResultsTable
+
+LAW_SAMPLE_KEYS = ("E", "A", "B", "alpha", "beta")
+
+
+def fit_input_sha256(table: ResultsTable) -> str:
+    """A hash of the runs a fit sees: params, tokens, flops and loss, rounded to 12 significant digits and
+    sorted, so neither the row order nor the file format changes it."""
+    runs = table.runs[["params", "tokens", "flops", "loss"]].to_numpy(float)
+    rows = sorted(tuple(f"{v:.12g}" for v in row) for row in runs)
+    return hashlib.sha256("\n".join(",".join(row) for row in rows).encode()).hexdigest()
+
+
+def bootstrap_predictions(report: FitReport, params: float, tokens: float) -> np.ndarray:
+    """Each bootstrap refit's approach-3 prediction at (N, D) (empty without a bootstrap)."""
+    samples = report.bootstrap.samples if report.bootstrap is not None else {}
+    if not all(f"approach3.{k}" in samples for k in LAW_SAMPLE_KEYS):
+        return np.array([])
+    E, A, B, alpha, beta = (samples[f"approach3.{k}"] for k in LAW_SAMPLE_KEYS)
+    return E + A * params ** -alpha + B * tokens ** -beta
+
+
+def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: float | None = None,
+                 pinned_E_source: str = "pure power law (E = 0)") -> dict:
+    """The forecast of a run of N = `params`, D = `tokens` (see the module docstring)."""
+    law = report.approach3
+    if law is None:
+        raise ValueError("a forecast needs approach 3's law; the fit report has none")
+    point = float(law.predict(params, tokens))
+    draws = bootstrap_predictions(report, params, tokens)
+    level = report.bootstrap.level if report.bootstrap is not None else None
+    boot = None
+    if len(draws) >= 2:
+        tail = 100 * (1 - level) / 2
+        boot = [float(v) for v in np.percentile(draws, [tail, 100 - tail])]
+    E = 0.0 if pinned_E is None else float(pinned_E)
+    pinned_fit = fit_parametric_loss_table(report.table, fixed_E=E, warm_start=law if E > 0 else None)
+    pinned_point = float(pinned_fit.predict(params, tokens))
+    ends = [point, pinned_point, *(boot or [])]
+    return {
+        "approach": "approach3",
+        "params": float(params),
+        "tokens": float(tokens),
+        "predicted_loss": point,
+        "interval": [min(ends), max(ends)],
+        "bootstrap_interval": boot,
+        "bootstrap_level": level,
+        "bootstrap_resamples": int(len(draws)),
+        "free_E": float(law.E),
+        "pinned_E": {"E": E, "source": pinned_E_source if pinned_E is not None else "pure power law (E = 0)",
+                     "predicted_loss": pinned_point, "converged": pinned_fit.converged,
+                     "law": {k: float(getattr(pinned_fit, k)) for k in LAW_SAMPLE_KEYS}},
+        "fit_runs": report.table.n_runs,
+        "fit_input_sha256": fit_input_sha256(report.table),
+        "extrapolation_factor": float(report.table.flops_per_param_token * params * tokens
+                                      / report.table.runs["flops"].max()),
+    }
+
+
+def grade(forecast: dict, actual: float | None) -> dict:
+    """The forecast against the loss the run reached: relative error and whether the interval held it."""
+    if actual is None:
+        return {"actual_loss": None, "relative_error": None, "inside_interval": None}
+    low, high = forecast["interval"]
+    return {"actual_loss": float(actual),
+            "relative_error": (float(actual) - forecast["predicted_loss"]) / forecast["predicted_loss"],
+            "inside_interval": bool(low <= actual <= high)}

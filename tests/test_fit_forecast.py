@@ -1,0 +1,73 @@
+"""The pre-registered forecast: approach 3 at a run's own N and D, its bootstrap and pinned-E spread, and the
+hash that names the runs it was fitted on."""
+
+import numpy as np
+import pytest
+
+from analysis.example_table import EXAMPLE_BUDGETS, EXAMPLE_LAW, synthetic_isoflop_table
+from analysis.fit_report import fit_all
+from analysis.forecast import fit_input_sha256, forecast_run, grade
+from analysis.results_table import results_from_frame
+
+FAR = 30 * max(EXAMPLE_BUDGETS)  # a run 30x past the sweep
+
+
+def _table(noise=0.005, seed=0):
+    runs, _ = synthetic_isoflop_table(EXAMPLE_LAW, EXAMPLE_BUDGETS, seed=seed, noise=noise)
+    return results_from_frame(runs, "synthetic")
+
+
+def _far_run():
+    params = float(EXAMPLE_LAW.optimal_params(FAR))
+    return params, FAR / (6 * params)
+
+
+def test_forecast_of_a_noiseless_sweep_is_the_law_and_a_pinned_true_E_agrees():
+    report = fit_all(_table(noise=0.0), approaches=("approach3",), holdout=0)
+    params, tokens = _far_run()
+    forecast = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E, pinned_E_source="the true E")
+    truth = EXAMPLE_LAW.loss(params, tokens)
+    assert forecast["predicted_loss"] == pytest.approx(truth, rel=1e-6)
+    assert forecast["pinned_E"]["predicted_loss"] == pytest.approx(truth, rel=1e-6)
+    assert forecast["bootstrap_interval"] is None  # no bootstrap was asked for
+    largest = report.table.runs["flops"].max()
+    assert forecast["extrapolation_factor"] == pytest.approx(6 * params * tokens / largest, rel=1e-9)
+
+
+def test_a_wrongly_pinned_E_widens_the_interval_to_its_forecast():
+    report = fit_all(_table(noise=0.0), approaches=("approach3",), holdout=0)
+    params, tokens = _far_run()
+    forecast = forecast_run(report, params, tokens)  # E pinned to 0: a pure power law
+    pinned = forecast["pinned_E"]
+    assert pinned["E"] == 0.0 and pinned["source"].startswith("pure power law")
+    # the power law bends less, so 30x past the sweep it forecasts a lower loss than the true law
+    assert pinned["predicted_loss"] < forecast["predicted_loss"]
+    assert forecast["interval"] == [pytest.approx(pinned["predicted_loss"]), pytest.approx(forecast["predicted_loss"])]
+
+
+def test_bootstrap_interval_is_the_percentiles_of_each_refits_prediction_and_covers_the_truth():
+    report = fit_all(_table(noise=0.005, seed=3), approaches=("approach3",), bootstrap=40, holdout=0)
+    params, tokens = _far_run()
+    forecast = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E)
+    s = report.bootstrap.samples
+    by_hand = [s["approach3.E"][i] + s["approach3.A"][i] / params ** s["approach3.alpha"][i]
+               + s["approach3.B"][i] / tokens ** s["approach3.beta"][i] for i in range(len(s["approach3.E"]))]
+    assert forecast["bootstrap_interval"] == pytest.approx(list(np.percentile(by_hand, [2.5, 97.5])))
+    low, high = forecast["interval"]
+    assert low <= EXAMPLE_LAW.loss(params, tokens) <= high
+
+
+def test_fit_input_hash_ignores_row_order_and_sees_any_changed_loss():
+    table = _table()
+    shuffled = results_from_frame(table.runs.sample(frac=1.0, random_state=0).reset_index(drop=True), "other")
+    assert fit_input_sha256(shuffled) == fit_input_sha256(table)
+    changed = table.runs.copy()
+    changed.loc[3, "loss"] *= 1.001
+    assert fit_input_sha256(results_from_frame(changed, "synthetic")) != fit_input_sha256(table)
+
+
+def test_grade_is_the_relative_error_and_the_interval_check():
+    forecast = {"predicted_loss": 2.0, "interval": [1.9, 2.1]}
+    assert grade(forecast, 2.2) == {"actual_loss": 2.2, "relative_error": pytest.approx(0.1), "inside_interval": False}
+    assert grade(forecast, 1.95)["inside_interval"] is True
+    assert grade(forecast, None)["relative_error"] is None

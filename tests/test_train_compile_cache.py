@@ -1,0 +1,49 @@
+"""The persistent compilation cache: runs fill it, a later process trains the same losses from it, and
+SCALING_COMPILE_CACHE=off turns it off."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from train_builders import random_token_store, tiny_run_config
+
+from scaling.train.compile_cache import cache_dir
+
+
+def train_in_subprocess(config: dict, tmp_path, name: str, cache: str) -> dict:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    script = ("import json, sys; from scaling.train.trainer import train_run; "
+              "print(json.dumps(train_run(json.load(open(sys.argv[1])), sys.argv[2], progress=False)))")
+    env = {**os.environ, "SCALING_COMPILE_CACHE": cache, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / name)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_second_process_reads_the_cache_and_trains_the_same_losses(tmp_path):
+    config = tiny_run_config(random_token_store(tmp_path / "store"))
+    cache = tmp_path / "cache"
+    first = train_in_subprocess(config, tmp_path, "a", str(cache))
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "the first run wrote no compiled program"
+    second = train_in_subprocess(config, tmp_path, "b", str(cache))
+    assert sorted(p.name for p in cache.iterdir()) == entries  # every program it needed was there
+    assert second["val_loss"] == first["val_loss"] and second["startup_s"] > 0
+    a, b = (pd.read_parquet(tmp_path / name / "metrics.parquet") for name in ("a", "b"))
+    assert list(a["train_loss"]) == list(b["train_loss"])
+
+
+def test_off_means_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_COMPILE_CACHE", "off")
+    assert cache_dir() is None
+    monkeypatch.setenv("SCALING_COMPILE_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("SCALING_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "medscaling" / "jax"
