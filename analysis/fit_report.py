@@ -164,8 +164,9 @@ def degenerate(fit) -> str | None:
         return (f"degenerate fit (alpha = {fit.alpha:.3g}, beta = {fit.beta:.3g}): the loss does not fall with "
                 f"{'N' if fit.alpha < DEGENERATE else 'D'} over these runs, so there is no compute-optimal allocation")
     if fit.A < DEGENERATE * fit.E or fit.B < DEGENERATE * fit.E:
-        return (f"degenerate fit (A = {fit.A:.3g}, B = {fit.B:.3g}, E = {fit.E:.3g}): the loss is flat in "
-                f"{'N' if fit.A < DEGENERATE * fit.E else 'D'} over these runs, so there is no compute-optimal allocation")
+        flat = "N" if fit.A < DEGENERATE * fit.E else "D"
+        return (f"degenerate fit (A = {fit.A:.3g}, B = {fit.B:.3g}, E = {fit.E:.3g}): the loss is flat in {flat} "
+                "over these runs, so there is no compute-optimal allocation")
     return None
 
 

@@ -6,7 +6,9 @@ Agg for `scaling plot`, inline in notebooks):
   extrapolation to a target budget;
 - loss_contours: L(N, D) of approach 3 over (C, N), the runs, and the efficient frontier;
 - loss_curves: every run's loss against tokens (or the final losses when there are no curves);
-- residuals: approach 3's relative error on every run, and on the runs the backtest held out.
+- residuals: approach 3's relative error on every run, and on the runs the backtest held out;
+- single_variable_laws: L(N), L(D) and L(C) = E + A x^-alpha, each over the runs (and, for L(C), the lowest
+  loss of each budget, the points it is fitted to), extrapolated 10x past them.
 
 N is the table's `params` (all parameters, embeddings included); C is its `flops` (default 6·N·D).
 """
@@ -183,6 +185,32 @@ def plot_residuals(report: FitReport) -> figure.Figure | None:
     return fig
 
 
+def plot_single_variable_laws(report: FitReport) -> figure.Figure | None:
+    panels = [(name, law) for name, law in report.single_variable.items() if law is not None]
+    if not panels:
+        return None
+    runs = report.table.runs
+    column = {"params": ("params", PARAMS_LABEL), "tokens": ("tokens", TOKENS_LABEL),
+              "compute": ("flops", COMPUTE_LABEL)}
+    fig, axes = _new_figure(len(panels))
+    for ax, (name, law) in zip(axes, panels, strict=True):
+        key, label = column[law.variable]
+        ax.scatter(runs[key], runs["loss"], s=12, color="gray", alpha=0.6,
+                   label="runs (final loss, each at its own N and D)")
+        if law.variable == "compute":
+            frontier = runs.loc[runs.groupby("budget")["loss"].idxmin()]
+            ax.scatter(frontier["flops"], frontier["loss"], s=30, color="tab:blue", zorder=3,
+                       label="lowest loss per budget (fitted)")
+        x = np.geomspace(runs[key].min() / 1.5, runs[key].max() * 10, 200)
+        held = "" if law.held_at is None else f" at {'D' if law.variable == 'params' else 'N'} = {law.held_at:.3g}"
+        ax.plot(x, law(x), color="tab:blue", label=f"L = {law.E:.3f} + {law.A:.3g} x^-{law.alpha:.3f}{held}")
+        ax.axhline(law.E, color="tab:blue", lw=0.8, linestyle=":", label=f"E = {law.E:.3f}")
+        ax.axvspan(runs[key].max(), x[-1], color="gray", alpha=0.07)
+        ax.set(xscale="log", xlabel=label, ylabel=LOSS_LABEL, title=name.replace("_", " "))
+        ax.legend(fontsize=7)
+    return fig
+
+
 def standard_figures(report: FitReport, target_compute: float | None = None) -> dict[str, figure.Figure]:
     figures = {
         "isoflop_profiles": plot_isoflop_profiles(report),
@@ -190,6 +218,7 @@ def standard_figures(report: FitReport, target_compute: float | None = None) -> 
         "loss_contours": plot_loss_contours(report),
         "loss_curves": plot_loss_curves(report),
         "residuals": plot_residuals(report),
+        "single_variable_laws": plot_single_variable_laws(report),
     }
     return {name: fig for name, fig in figures.items() if fig is not None}
 

@@ -26,6 +26,7 @@ import math
 import os
 import socket
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def _train_locked(run_id, run_dir: Path, config, parent_dir, parent_step, waited
     except Exception as e:
         wall = time.perf_counter() - start
         message = f"{type(e).__name__}: {e}"
+        if not RunDir(run_dir).traceback_path.is_file():  # failed before the trainer could write it
+            RunDir(run_dir).write_traceback(traceback.format_exc())
         append_attempt(run_dir, {"event": FAILED, "time": time.time(), "wall_s": wall, "message": message, **where})
         return {"run_id": run_id, "status": FAILED, "message": message, "wall_s": wall, **where}
     wall = time.perf_counter() - start

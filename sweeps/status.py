@@ -38,6 +38,8 @@ def sweep_status(root: str | Path) -> dict:
             "val_loss": summary.get("val_loss") if state.status == FINISHED else None,
             "attempts": len(attempts), "in_results": record["run_id"] in in_results,
             "est_seconds": record.get("est_seconds"), "detail": state.detail,
+            "traceback": str(RunDir(run_dir).traceback_path)
+            if state.status == "failed" and RunDir(run_dir).traceback_path.is_file() else None,
         })
     remaining = sum(r["est_seconds"] or 0.0 for r in runs if r["status"] in ("pending", "running", "failed"))
     return {
@@ -70,5 +72,9 @@ def status_table(status: dict) -> Table:
             "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}",
             "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}", str(r["attempts"]),
         )
-    table.caption = f"results.parquet: {status['results_rows']} rows"
+    failed = [r for r in status["runs"] if r["status"] == "failed"]
+    lines = [f"results.parquet: {status['results_rows']} rows"]
+    lines += [f"failed {r['run_id']}: {(r['detail'] or '').splitlines()[0] if r['detail'] else ''}"
+              + (f" (traceback: {r['traceback']})" if r["traceback"] else "") for r in failed]
+    table.caption = "\n".join(lines)
     return table

@@ -107,7 +107,7 @@ def test_plot_writes_every_figure_as_png_and_svg(run_cli, results_csv, tmp_path)
     out_dir = tmp_path / "figures"
     code, _, _ = run_cli("plot", results_csv, "--out", out_dir, "--compute", "1e18", "--bootstrap", "20")
     assert code == 0
-    names = {"isoflop_profiles", "compute_optimal", "loss_contours", "loss_curves", "residuals"}
+    names = {"isoflop_profiles", "compute_optimal", "loss_contours", "loss_curves", "residuals", "single_variable_laws"}
     assert {p.name for p in out_dir.iterdir()} == {f"{n}.{e}" for n in names for e in ("png", "svg")} | {"fit.json"}
     assert all(p.stat().st_size > 10_000 for p in out_dir.glob("*.png"))
     assert not list(tmp_path.glob(".figures*"))  # no temporary sibling left behind

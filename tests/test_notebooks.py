@@ -1,5 +1,7 @@
 """Every notebook under notebooks/ runs from top to bottom without error (kernel: this venv's python3,
-working directory: the notebook's folder, so notebooks read their data by relative paths)."""
+working directory: the notebook's folder, so notebooks read their data by relative paths), and every
+notebook that draws shows its figures (an image in its outputs: a figure drawn under a non-interactive
+backend and never displayed would pass silently otherwise)."""
 
 from pathlib import Path
 
@@ -26,3 +28,8 @@ def test_notebook_executes_without_error(path: Path) -> None:
         if output.get("output_type") == "error"
     ]
     assert not errors
+    source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    if "matplotlib" in source or "plot_" in source:
+        images = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
+                  if "image/png" in output.get("data", {})]
+        assert images, f"{path.name} draws figures but shows none"

@@ -361,7 +361,8 @@ def test_a_run_no_node_can_hold_is_refused_in_one_line():
     check_run_fits(1, 0, nodes)
     with pytest.raises(InputError) as e:
         check_run_fits(1, 1000, nodes, "head:6379")
-    assert str(e.value) == ("resources.cpus_per_run = 1, resources.gpus_per_run = 1000: no node of the Ray cluster at "
-                            "head:6379 has that much (the largest has 16 CPUs and 8 GPUs); every run would wait forever")
+    assert str(e.value) == ("resources.cpus_per_run = 1, resources.gpus_per_run = 1000: no node of the Ray cluster "
+                            "at head:6379 has that much (the largest has 16 CPUs and 8 GPUs); every run would wait "
+                            "forever")
     with pytest.raises(InputError, match="the local Ray cluster"):
         check_run_fits(32, 0, nodes)  # the dead 64-CPU node does not count

@@ -287,3 +287,19 @@ def test_non_finite_settings_are_refused(store, key, value):
         parse_run_config({**config, "train": {**train, key: value}}, source="run.toml")
     with pytest.raises(InputError, match="seed = -1 is negative"):
         parse_run_config({**config, "seed": -1}, source="run.toml")
+
+
+def test_a_failed_run_keeps_its_traceback(store, tmp_path, monkeypatch):
+    import scaling.train.trainer as trainer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the step could not be built")
+
+    monkeypatch.setattr(trainer, "make_train_chunk", broken)
+    with pytest.raises(RuntimeError):
+        train_run(tiny_run_config(store), tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    assert run.read_summary()["status"] == "failed"
+    assert run.read_summary()["message"] == "RuntimeError: the step could not be built"
+    text = run.traceback_path.read_text()
+    assert text.startswith("Traceback") and "in broken" in text and "RuntimeError: the step could not be built" in text

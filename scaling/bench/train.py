@@ -18,7 +18,6 @@ import numpy as np
 
 from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
-from scaling.common.hardware import peak_flops_per_s
 from scaling.data.token_store import TokenSplit
 from scaling.train.batches import WindowSampler
 from scaling.train.step import (
@@ -30,16 +29,7 @@ from scaling.train.step import (
     make_train_chunk,
     replicated,
 )
-from scaling.train.trainer import ChunkFeeder  # the trainer's own prefetcher
-
-
-def peak_flops(dtype: str) -> float | None:
-    """The peak FLOP/s of all local GPUs (None on CPU or an unknown device)."""
-    device = jax.devices()[0]
-    if device.platform != "gpu":
-        return None
-    peak = peak_flops_per_s(device.device_kind, dtype)
-    return None if peak is None else peak * jax.device_count()
+from scaling.train.trainer import ChunkFeeder, device_peak_flops  # the trainer's own prefetcher and peak
 
 
 def random_split(vocab_size: int, n_tokens: int, seed: int = 0) -> TokenSplit:
@@ -72,7 +62,7 @@ class ProjectTrainLoop:
         self.compile_s = time.perf_counter() - t0
 
     def _chunk(self) -> None:
-        self.params, self.opt_state, self.losses = self.train_chunk(self.params, self.opt_state,
+        self.params, self.opt_state, self.losses, _ = self.train_chunk(self.params, self.opt_state,
                                                                     *next(self.batches))
 
     def run(self, seconds: float) -> tuple[float, int]:
@@ -117,7 +107,7 @@ def bench_train(shape: ModelShape, batch_size: int, seq_len: int, dtype: str = "
         "final_loss": float(np.asarray(loop.losses)[-1]),
         "shape": shape.to_dict(),
     }
-    peak = peak_flops(dtype)
+    peak = device_peak_flops(dtype)
     if peak:
         result["peak_flops_per_s"] = peak
         result["mfu"] = result["flops_per_s"] / peak

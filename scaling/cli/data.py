@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from scaling.cli.app import data_app
-from scaling.cli.output import print_json, stderr_console
+from scaling.cli.output import print_json, stage_status, stderr_console
 from scaling.common.errors import InputError
 
 
@@ -47,7 +47,8 @@ def tokenize(
     settings = TokenizerSettings(min_count=min_count, n_value_bins=value_bins, split_aliases=aliases)
     # A synthetic cohort's token store also gets the generator's exact entropy floor.
     floor = entropy_floor_stats if world_settings(meds_dir) is not None else None
-    stats = tokenize_dataset(meds_dir, out, settings, overwrite=overwrite, extra_stats=floor)
+    with stage_status(stderr_console(), "tokenize", quiet=json_output) as stage:
+        stats = tokenize_dataset(meds_dir, out, settings, overwrite=overwrite, extra_stats=floor, stage=stage)
     if json_output:
         print_json(stats)
         return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -18,3 +20,27 @@ def print_json(obj: Any) -> None:
     """One JSON object on stdout and nothing else there."""
     sys.stdout.write(dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def stage_status(console, what: str, quiet: bool = False):
+    """A spinner on stderr naming the stage running and the time since `what` started; yields the callable a
+    library function calls with each stage's name. Each finished stage leaves one line with its time."""
+    if quiet:
+        yield lambda name: None
+        return
+    started = time.perf_counter()
+    current = {"name": None, "since": started}
+    with console.status(f"{what}: starting") as status:
+
+        def stage(name: str) -> None:
+            now = time.perf_counter()
+            if current["name"] is not None:
+                console.print(f"  {what}: {current['name']} ({now - current['since']:.1f} s)", highlight=False)
+            current.update(name=name, since=now)
+            status.update(f"{what}: {name}")
+
+        yield stage
+        if current["name"] is not None:
+            console.print(f"  {what}: {current['name']} ({time.perf_counter() - current['since']:.1f} s)",
+                          highlight=False)

@@ -337,36 +337,45 @@ ExtraStats = Callable[[Path, TokenStore], dict]
 
 
 def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings | None = None,
-                     overwrite: bool = False, extra_stats: ExtraStats | None = None) -> dict:
+                     overwrite: bool = False, extra_stats: ExtraStats | None = None,
+                     stage: Callable[[str], None] | None = None) -> dict:
     """Read a MEDS dataset, build the vocabulary on train, write the token store; return stats.json.
 
     `extra_stats`, when given, is called before the store is moved into place; what it returns is
-    merged into stats.json (before `seconds`, which counts its time too)."""
+    merged into stats.json (before `seconds`, which counts its time too). `stage`, when given, is told the
+    name of each stage as it starts (the command line shows it with the time spent)."""
     settings = settings or TokenizerSettings()
+    stage = stage or (lambda name: None)
     out_dir = Path(out_dir)
     refuse_existing(out_dir, overwrite, inputs=[meds_dir])
     started = _time.perf_counter()
+    stage(f"reading {meds_dir}")
     dataset = read_meds(meds_dir, settings.split_aliases)
-    stats, vocab, splits = tokenize_events(dataset, settings)
+    stats, vocab, splits = tokenize_events(dataset, settings, stage)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        stage("writing the token store")
         write_token_files(tmp, vocab, splits, {"source": str(meds_dir), **asdict(settings)})
         if extra_stats is not None:
+            stage("extra statistics (the synthetic world's entropy floor)")
             stats.update(extra_stats(Path(meds_dir), TokenStore.open(tmp)))
         stats["seconds"] = round(_time.perf_counter() - started, 3)
         write_stats(tmp, stats)
     return stats
 
 
-def tokenize_events(dataset: MedsDataset, settings: TokenizerSettings
+def tokenize_events(dataset: MedsDataset, settings: TokenizerSettings, stage: Callable[[str], None] | None = None
                     ) -> tuple[dict, Vocabulary, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    stage = stage or (lambda name: None)
     events = EventArrays.from_table(dataset.events)
     split_of_row = dataset.split_of(events.subject)
     train = events.take(np.flatnonzero(split_of_row == "train"))
+    stage(f"the vocabulary from {len(train.subject):,} train events")
     vocab = build_vocabulary(train, settings, dataset.bin_edges())
     table = CodeTable.build(events.codes, vocab)
     splits, per_split = {}, {}
     for name in SPLITS:
         part = events.take(np.flatnonzero(split_of_row == name))
+        stage(f"encoding the {name} split ({len(part.subject):,} events)")
         tokens, offsets, subject_ids = encode(part, vocab, table)
         splits[name] = (tokens, offsets, subject_ids)
         per_split[name] = {

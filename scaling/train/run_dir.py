@@ -6,9 +6,11 @@
 
 Layout (written by scaling.train.trainer):
     config.json       the run record: the validated config, the resolved model shape, the derived numbers
-    metrics.parquet   one row per logged step (METRIC_COLUMNS)
+    metrics.parquet   one row per logged step (METRIC_COLUMNS), rewritten at every evaluation and checkpoint
+    tensorboard/      the same rows as TensorBoard event files, written as the run goes (scaling.train.tracking)
     checkpoints/      orbax, one folder per saved step with two items: `params` and `opt_state`
     summary.json      status finished|diverged|failed, params, params_nonembed, tokens, flops, losses, shape
+    traceback.txt     where a failed run failed (the Python traceback), beside the one-line message in summary.json
 
 A model loads for inference from the `params` item alone: no optimizer is built. Checkpoints of earlier
 versions hold one item (`default`, the tree {"params", "opt_state"}); they still restore, both for
@@ -41,9 +43,11 @@ if TYPE_CHECKING:
 
 FINISHED, DIVERGED, FAILED = "finished", "diverged", "failed"
 DONE = (FINISHED, DIVERGED)  # a run that is never trained again
-METRIC_COLUMNS = ["step", "tokens", "flops", "train_loss", "val_loss", "lr", "tokens_per_s"]
+METRIC_COLUMNS = ["step", "tokens", "flops", "train_loss", "val_loss", "lr", "tokens_per_s", "grad_norm",
+                  "param_norm"]
 METRIC_DTYPES = {"step": "int64", "tokens": "int64", "flops": "float64", "train_loss": "float64",
-                 "val_loss": "float64", "lr": "float64", "tokens_per_s": "float64"}
+                 "val_loss": "float64", "lr": "float64", "tokens_per_s": "float64", "grad_norm": "float64",
+                 "param_norm": "float64"}
 PARAMS, OPT_STATE = "params", "opt_state"  # the checkpoint's items
 _LEGACY_ITEM = "default"  # the one item of an earlier version's checkpoint
 
@@ -109,6 +113,13 @@ class RunDir:
             return json.loads(self.summary_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+
+    @property
+    def traceback_path(self) -> Path:
+        return self.path / "traceback.txt"
+
+    def write_traceback(self, text: str) -> None:
+        write_file_atomic(self.traceback_path, text)
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.summary_path, summary)

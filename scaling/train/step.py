@@ -124,20 +124,22 @@ def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
 
 def make_train_chunk(graphdef, tx: optax.GradientTransformation, mesh: Mesh) -> Callable:
     """The jitted hot loop: (params, opt_state, windows (K, B, T+1), masks (K, B, T)) ->
-    (params, opt_state, losses (K,)). K optimizer steps in one call; params and opt_state are donated."""
+    (params, opt_state, losses (K,), norms). K optimizer steps in one call; params and opt_state are donated.
+    `norms` = (grad_norms (K,): each step's global gradient norm before clipping, param_norm (): the global
+    parameter norm after the last step), for tracking."""
 
     def one_step(carry, batch):
         params, opt_state = carry
         loss, grads = jax.value_and_grad(next_token_loss, argnums=1)(graphdef, params, *batch)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state), (loss, optax.tree.norm(grads))
 
     def chunk(params, opt_state, windows, masks):
-        (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), (windows, masks))
-        return params, opt_state, losses
+        (params, opt_state), (losses, grad_norms) = jax.lax.scan(one_step, (params, opt_state), (windows, masks))
+        return params, opt_state, losses, (grad_norms, optax.tree.norm(params))
 
     rep, data = replicated(mesh), batch_sharding(mesh, leading=1)
-    return jax.jit(chunk, in_shardings=(rep, rep, data, data), out_shardings=(rep, rep, rep),
+    return jax.jit(chunk, in_shardings=(rep, rep, data, data), out_shardings=(rep, rep, rep, rep),
                    donate_argnums=(0, 1))
 
 

@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
 from models.parametrization import learning_rate_multipliers
 from scaling.common.errors import InputError
+from scaling.common.hardware import peak_flops_per_s
 from scaling.data.token_store import TokenStore, train_subset
 from scaling.train.batches import WindowSampler, evaluation_batches
 from scaling.train.compile_cache import enable_compilation_cache
@@ -47,6 +49,7 @@ from scaling.train.step import (
     make_train_chunk,
     replicated,
 )
+from scaling.train.tracking import TensorBoardLog
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,7 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
         summary = _summary(plan, FAILED, step=None, train_loss=None, val_loss=None,
                            message=f"{type(e).__name__}: {e}")
         if writes_run_files():
+            run.write_traceback(traceback.format_exc())
             run.write_summary(summary)
         raise
 
@@ -347,18 +351,25 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
     chunks = list(zip([start, *ends[:-1]], ends, strict=True))
     feeder = ChunkFeeder(sampler, chunks, chunk_sharding)
 
-    log = RunLog(config, plan, schedule, rows, start, console if progress else None)
+    tracker = TensorBoardLog(run.path, start) if writes_run_files() else None
+    log = RunLog(config, plan, schedule, rows, start, console if progress else None, tracker)
     diverged_at = None
     startup_s = None  # building the model and compiling the train step (the first dispatch returns once compiled)
     try:
         for (chunk_start, chunk_end), (windows, masks) in zip(chunks, feeder, strict=True):
-            params, opt_state, losses = train_chunk(params, opt_state, windows, masks)
+            params, opt_state, losses, norms = train_chunk(params, opt_state, windows, masks)
             if startup_s is None:
                 startup_s = round(time.perf_counter() - started, 2)
             last = chunk_end == plan.total_steps
             eval_out = evaluate(params, eval_windows, eval_masks) if chunk_end % t.eval_every == 0 or last else None
-            log.add(chunk_start, chunk_end, losses, eval_out)
-            if chunk_end % t.checkpoint_every == 0 or last:
+            log.add(chunk_start, chunk_end, losses, norms, eval_out)
+            if eval_out is not None and not (chunk_end % t.checkpoint_every == 0 or last):
+                diverged_at = log.drain(keep=0)  # the evaluation's row, and metrics.parquet with it
+                if diverged_at:
+                    break
+                if writes_run_files():
+                    run.write_metrics(rows)
+            elif chunk_end % t.checkpoint_every == 0 or last:
                 diverged_at = log.drain(keep=0)
                 if diverged_at:
                     break
@@ -376,6 +387,8 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
     finally:
         feeder.close()
         log.close()
+        if tracker is not None:
+            tracker.close()
         manager.wait_until_finished()
         checkpoint_step = manager.latest_step()
         manager.close()
@@ -429,10 +442,13 @@ class RunLog:
     previous row."""
 
     def __init__(self, config: RunConfig, plan: RunPlan, schedule, rows: list[dict], start: int,
-                 console: Console | None):
-        self.config, self.plan, self.schedule, self.rows = config, plan, schedule, rows
-        self.pending: list[tuple[int, int, jax.Array, tuple | None]] = []
+                 console: Console | None, tracker: TensorBoardLog | None = None):
+        self.config, self.plan, self.schedule, self.rows, self.tracker = config, plan, schedule, rows, tracker
+        self.pending: list[tuple[int, int, jax.Array, tuple, tuple | None]] = []
         self.recent_losses: list[float] = []
+        self.recent_grad_norms: list[float] = []
+        self.param_norm = math.nan
+        self.peak_flops = device_peak_flops(plan.dtype)
         self.last_step, self.last_time = start, time.perf_counter()
         self.val_loss: float | None = None
         self.bad_loss: float | None = None
@@ -448,13 +464,13 @@ class RunLog:
             self.task = self.bar.add_task("train", total=plan.total_steps, completed=start, loss="-", speed="-",
                                           tokens=f"{start * plan.tokens_per_step:,}")
 
-    def add(self, chunk_start: int, chunk_end: int, losses: jax.Array, eval_out) -> None:
-        self.pending.append((chunk_start, chunk_end, losses, eval_out))
+    def add(self, chunk_start: int, chunk_end: int, losses: jax.Array, norms: tuple, eval_out) -> None:
+        self.pending.append((chunk_start, chunk_end, losses, norms, eval_out))
 
     def drain(self, keep: int) -> int | None:
         """Fetch all pending chunks but the last `keep`; return the first step with a non-finite loss."""
         while len(self.pending) > keep:
-            chunk_start, chunk_end, losses, eval_out = self.pending.pop(0)
+            chunk_start, chunk_end, losses, (grad_norms, param_norm), eval_out = self.pending.pop(0)
             losses = np.asarray(losses)
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
@@ -462,6 +478,8 @@ class RunLog:
                 self.pending.clear()
                 return chunk_start + int(bad[0]) + 1
             self.recent_losses.extend(losses.tolist())
+            self.recent_grad_norms.extend(np.asarray(grad_norms).tolist())
+            self.param_norm = float(param_norm)
             if is_row_step(self.config, chunk_end):
                 self._row(chunk_end, eval_out)
         return None
@@ -478,13 +496,23 @@ class RunLog:
             "val_loss": self.val_loss if eval_out is not None else math.nan,
             "lr": float(self.schedule(step - 1)),  # the rate of this row's last update
             "tokens_per_s": (step - self.last_step) * self.plan.tokens_per_step / (now - self.last_time),
+            "grad_norm": float(np.mean(self.recent_grad_norms)),
+            "param_norm": self.param_norm,
         }
         self.rows.append(row)
+        if self.tracker is not None:
+            self.tracker.write({**row, "mfu": self._mfu(row["tokens_per_s"])})
         self.recent_losses.clear()
+        self.recent_grad_norms.clear()
         self.last_step, self.last_time = step, now
         if self.bar is not None:
             self.bar.update(self.task, completed=step, tokens=f"{tokens:,}", loss=f"{row['train_loss']:.4f}",
                             speed=f"{row['tokens_per_s']:,.0f}")
+
+    def _mfu(self, tokens_per_s: float) -> float:
+        """Model FLOPs utilization (detailed count) against the devices' peak; NaN where the peak is unknown."""
+        peak = self.peak_flops
+        return math.nan if peak is None else self.plan.flops_per_token_detailed * tokens_per_s / peak
 
     def close(self) -> None:
         if self.bar is not None:
@@ -492,6 +520,15 @@ class RunLog:
 
 
 _copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def device_peak_flops(dtype: str) -> float | None:
+    """The peak FLOP/s of all devices at `dtype` (None on CPU or an unknown accelerator)."""
+    device = jax.devices()[0]
+    if device.platform != "gpu":
+        return None
+    peak = peak_flops_per_s(device.device_kind, dtype)
+    return None if peak is None else peak * jax.device_count()
 
 
 def is_row_step(config: RunConfig, step: int) -> bool:
