@@ -5,6 +5,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from eval_builders import synth_cohort_and_store
@@ -68,6 +69,19 @@ def test_evaluate_reports_model_baselines_and_oracle(run, run_cli):
     assert set(predictions.column_names) >= {"task", "subject_id", "prediction_time", "label", "model", "logistic",
                                              "gbdt", "oracle"}
     assert predictions.num_rows == sum(t["n"] for t in report["tasks"])
+    # binary tasks' predictions, per estimator, pass meds-evaluation's own schema validation
+    from meds_evaluation.schema import PredictionSchema
+
+    binary = [t for t in report["tasks"] if t["kind"] == "binary"]
+    for task in binary:
+        for estimator in ("model", "logistic", "gbdt", "oracle"):
+            table = pq.read_table(out / "meds_predictions" / task["name"] / f"{estimator}.parquet")
+            PredictionSchema.validate(table)  # raises on a schema it does not accept
+            rows = predictions.filter(pc.equal(predictions["task"], task["name"]))
+            assert table.num_rows == rows.num_rows
+            assert table["boolean_value"].to_pylist() == [v == 1.0 for v in rows["label"].to_pylist()]
+            np.testing.assert_allclose(table["predicted_boolean_probability"], rows[estimator], rtol=1e-6)
+    assert not (out / "meds_predictions" / "ed_visits_1y").exists()  # a count task has no such schema
     code, _, stderr = run_cli("evaluate", run_dir, "--out", out)
     assert code == 2 and "already exists" in stderr
 

@@ -28,6 +28,7 @@ from scaling.data.token_store import TokenStore
 from scaling.evaluate.baselines import BASELINES, FeatureSpace, fit_predict
 from scaling.evaluate.figures import plot_metric_vs_runs, plot_metric_vs_samples, write_figures
 from scaling.evaluate.labels import Cohort, PredictionTimes, prediction_times, task_labels
+from scaling.evaluate.meds_predictions import meds_predictions
 from scaling.evaluate.metrics import bootstrap_indices, point_metrics, task_metrics
 from scaling.evaluate.oracle import Oracle, world_settings
 from scaling.evaluate.outcomes import estimate_from_samples, outcome_values
@@ -288,8 +289,9 @@ def json_report(report: dict) -> dict:
 
 
 def write_evaluation(out: Path, reports: list[dict], overwrite: bool = False) -> list[Path]:
-    """Write an evaluation directory atomically: evaluation.json, predictions.parquet and figures for one
-    run; for several, one subdirectory per run plus the metric-vs-compute and metric-vs-loss figures."""
+    """Write an evaluation directory atomically: evaluation.json, predictions.parquet,
+    meds_predictions/<task>/<estimator>.parquet (binary tasks, in meds-evaluation's schema) and figures for
+    one run; for several, one subdirectory per run plus the metric-vs-compute and metric-vs-loss figures."""
     out = Path(out)
     refuse_existing(out, overwrite)
     written = []
@@ -301,6 +303,10 @@ def write_evaluation(out: Path, reports: list[dict], overwrite: bool = False) ->
             (folder / "evaluation.json").write_text(dumps(json_report(report), indent=1) + "\n")
             if report.get("predictions") is not None:
                 pq.write_table(report["predictions"], folder / "predictions.parquet")
+                binary = [t["name"] for t in report["tasks"] if t["kind"] == "binary"]
+                for (task, estimator), table in meds_predictions(report["predictions"], binary).items():
+                    (folder / "meds_predictions" / task).mkdir(parents=True, exist_ok=True)
+                    pq.write_table(table, folder / "meds_predictions" / task / f"{estimator}.parquet")
             write_figures({"metric_vs_samples": plot_metric_vs_samples(report)}, folder)
         if len(reports) > 1:
             summary = {"samples": reports[0]["samples"], "runs": [json_report(r) for r in reports]}
