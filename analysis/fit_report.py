@@ -138,7 +138,7 @@ def fit_all(
                 report.backtest = backtest_extrapolation(table, holdout)
             except NotEnoughData as e:
                 report.warnings.append(str(e))
-            if "approach3" in approaches:
+            if report.approach3 is not None:  # a table approach 3 cannot fit (a side sweep) has no future to predict
                 report.leave_future_out = leave_future_out(table)
         if bootstrap > 0:
             if all(report.fit(name) is None for name in APPROACHES):
