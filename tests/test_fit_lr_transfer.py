@@ -38,7 +38,10 @@ def test_a_best_rate_at_the_edge_is_the_edge():
 def test_lr_transfer_command_writes_the_figure_and_the_summary(run_cli, tmp_path):
     for name, best_at in (("lr_standard", lambda d: 2e-2 * (32 / d) ** 0.5), ("lr_mup", lambda d: 1.2e-2)):
         (tmp_path / name).mkdir()
-        sweep(best_at).to_csv(tmp_path / name / "results.csv", index=False)
+        runs = sweep(best_at)
+        if name == "lr_standard":  # a width only one table has is left out of the comparison
+            runs = pd.concat([runs, runs[runs["d_model"] == 256].assign(d_model=512, loss=lambda r: r["loss"] + 1)])
+        runs.to_csv(tmp_path / name / "results.csv", index=False)
     out = tmp_path / "fig.png"
     code, stdout, err = run_cli("lr-transfer", tmp_path / "lr_standard" / "results.csv",
                                 tmp_path / "lr_mup" / "results.csv", "--out", out, "--json")
@@ -46,4 +49,5 @@ def test_lr_transfer_command_writes_the_figure_and_the_summary(run_cli, tmp_path
     summary = json.loads(stdout)
     assert summary["lr_mup"]["drift"] == pytest.approx(1.0)
     assert summary["lr_standard"]["drift"] == pytest.approx(8 ** -0.5)
+    assert sorted(int(d) for d in summary["lr_standard"]["best_lr"]) == list(WIDTHS)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -424,7 +424,8 @@ def lr_transfer_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Learning-rate transfer across width: loss against learning rate per width, one panel per table, and each
-    width's best rate. Under muP the best rate should not drift as the model widens.
+    width's best rate. Under muP the best rate should not drift as the model widens. Only the widths every
+    table has are compared.
 
     Examples:
 
@@ -441,6 +442,11 @@ def lr_transfer_command(
     for path in results:
         label = path.parent.name or path.stem
         tables[label] = _load(path, None).runs
+    # compare like with like: the widths every table has
+    common = set.intersection(*(set(runs["d_model"].dropna()) for runs in tables.values())) \
+        if all("d_model" in runs.columns for runs in tables.values()) else set()
+    if common:
+        tables = {label: runs[runs["d_model"].isin(common)] for label, runs in tables.items()}
     try:
         summaries = {label: transfer_summary(runs) for label, runs in tables.items()}
     except NotEnoughData as e:
