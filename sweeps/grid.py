@@ -191,18 +191,9 @@ def _axes(source: str, table: dict) -> GridAxes:
     for key in ("budgets", "sizes", "tokens", "unique_tokens", "lrs"):
         if key in table:
             values[key] = _positive_list(source, f"grid.{key}", table[key])
-    if "batch_sizes" in table:
-        batch_sizes = _positive_list(source, "grid.batch_sizes", table["batch_sizes"])
-        for i, b in enumerate(batch_sizes):
-            if not b.is_integer():
-                raise InputError(f"{source}: grid.batch_sizes[{i}] = {b:g} is not a whole number of windows")
-        values["batch_sizes"] = tuple(int(b) for b in batch_sizes)
-    if "widths" in table:
-        widths = _positive_list(source, "grid.widths", table["widths"])
-        for i, w in enumerate(widths):
-            if not w.is_integer():
-                raise InputError(f"{source}: grid.widths[{i}] = {w:g} is not a whole number (d_model)")
-        values["widths"] = tuple(int(w) for w in widths)
+    for key, unit in (("batch_sizes", "of windows"), ("widths", "(d_model)")):
+        if key in table:
+            values[key] = _whole_list(source, key, table[key], unit)
     for key, kind_of in (("sizes_per_budget", int), ("min_steps", int), ("span", float),
                          ("tokens_per_param", float), ("cooldown_fraction", float), ("flops", str)):
         if key in table:
@@ -252,6 +243,14 @@ def _axes(source: str, table: dict) -> GridAxes:
             dup = next(v for v in values if values.count(v) > 1)
             fail(f"grid.{key} lists {dup:g} twice; every value must be distinct (duplicate runs)")
     return axes
+
+
+def _whole_list(source: str, key: str, value: Any, unit: str) -> tuple[int, ...]:
+    numbers = _positive_list(source, f"grid.{key}", value)
+    for i, x in enumerate(numbers):
+        if not x.is_integer():
+            raise InputError(f"{source}: grid.{key}[{i}] = {x:g} is not a whole number {unit}")
+    return tuple(int(x) for x in numbers)
 
 
 def _train(source: str, table: dict, kind: str) -> dict:
