@@ -271,3 +271,17 @@ def test_final_run_takes_lr_and_batch_size_from_a_side_sweeps_laws(tmp_path, run
     assert "law of" in settings["batch_size"]["source"]
     assert set(settings) >= set(config)  # every training setting is recorded with where it came from
     assert json.loads((tmp_path / "final" / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_table_approach_3_cannot_fit_trains_without_a_forecast(tmp_path, run_cli):
+    store = random_token_store(tmp_path / "tok")
+    runs, _ = synthetic_isoflop_table(LAW, np.array([1e9, 3e9]), sizes_per_budget=3, seed=1)  # 6 runs: approach 2 only
+    runs.to_csv(tmp_path / "results.csv", index=False)
+    code, stdout, err = run_cli("final", tmp_path / "results.csv", "--compute", SMALL_BUDGET, "--data", store,
+                                "--out", tmp_path / "final", "--bootstrap", "10", "--json")
+    assert code == 0, err
+    prediction = json.loads(stdout)
+    assert prediction["approach"] == "approach2" and prediction["forecast"] is None
+    assert "no forecast: approach 3 could not be fitted" in err
+    assert not (tmp_path / "final" / "forecast.json").exists()

@@ -62,8 +62,10 @@ def final(
     if json_output:
         print_json(prediction)
     else:
-        console.print(f"predicted {prediction['predicted_loss']:.4f}, actual {prediction['actual_loss']:.4f} "
-                      f"({100 * prediction['relative_error']:+.1f}%) -> {out}")
+        predicted, actual, error = (prediction[k] for k in ("predicted_loss", "actual_loss", "relative_error"))
+        console.print(("predicted none" if predicted is None else f"predicted {predicted:.4f}")
+                      + ("" if actual is None else f", actual {actual:.4f}")
+                      + ("" if error is None else f" ({100 * error:+.1f}%)") + f" -> {out}")
 
 
 @app.command("demo")

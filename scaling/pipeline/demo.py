@@ -91,7 +91,8 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     stats = json.loads((tokens / "stats.json").read_text())
     fit = json.loads(fit_path.read_text())
     evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
-    forecast = json.loads((root / "final" / "forecast.json").read_text())
+    forecast_path = root / "final" / "forecast.json"
+    forecast = json.loads(forecast_path.read_text()) if forecast_path.is_file() else None
     report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation, forecast)
     write_file_atomic(root / "report.md", report)
     log(f"report: {root / 'report.md'} ({time.perf_counter() - started:.0f} s)")

@@ -161,8 +161,9 @@ def final_run(results: str | Path, compute: float, out: str | Path, *, data: str
                                                    hyperparameters)
         forecast = saved_forecast(results, out, config, bootstrap, report, log)
         shape = rec["shape"]
+        predicted = "none" if rec.get("predicted_loss") is None else f"{rec['predicted_loss']:.4f}"
         log(f"final run: N = {rec['params']:.3g} (ladder shape d_model {shape['d_model']}, {shape['n_layers']} "
-            f"layers), D = {rec['tokens']:.3g} tokens, predicted loss {rec['predicted_loss']:.4f}")
+            f"layers), D = {rec['tokens']:.3g} tokens, predicted loss {predicted}")
         if cluster:
             summary = train_on_cluster(config, out, cluster, log)
         else:
@@ -210,9 +211,10 @@ def entropy_floor(data: str) -> float | None:
     return min(values) if values else None
 
 
-def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log) -> dict:
+def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log) -> dict | None:
     """out/forecast.json: the forecast of the run's loss at its own N and D, made once, before training starts
-    (analysis.forecast). A forecast already there is never rewritten; one made after training started says so."""
+    (analysis.forecast). A forecast already there is never rewritten; one made after training started says so.
+    None (and no file) when approach 3 could not be fitted: the forecast is its law's."""
     path = out / "forecast.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -220,6 +222,9 @@ def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log
     if report is None:
         log(f"fitting {results} (bootstrap {bootstrap}) for the forecast")
         report = fit_all(load_results(results), bootstrap=bootstrap, holdout=0)
+    if report.approach3 is None:
+        log("no forecast: approach 3 could not be fitted to the table (see the recommendation's warnings)")
+        return None
     params, tokens = run_size(config)
     floor = entropy_floor(config["data"])
     forecast = forecast_run(report, params, tokens, pinned_E=floor,
@@ -246,7 +251,7 @@ def prediction_record(compute: float, rec: dict, summary: dict, forecast: dict |
         "predicted_loss_at_recommendation": rec["predicted_loss"],
         "predicted_loss_ci": rec["ci"].get("predicted_loss"),
         "actual_loss": actual,
-        "relative_error": None if actual is None else (actual - predicted) / predicted,
+        "relative_error": None if actual is None or predicted is None else (actual - predicted) / predicted,
         "params": summary.get("params"),
         "tokens": summary.get("tokens"),
         "flops": summary.get("flops"),
