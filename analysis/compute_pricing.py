@@ -23,7 +23,7 @@ from scipy.optimize import minimize_scalar
 
 from analysis.loss_law import LossLaw
 from analysis.results_table import FLOPS_PER_PARAM_TOKEN, NotEnoughData, ResultsTable
-from models.accounting import FLOP_METHODS, count_params, flops_per_token
+from models.accounting import check_flop_method, count_params, flops_per_token
 from models.ladder import shape_for_params
 from scaling.common.errors import InputError
 
@@ -101,8 +101,7 @@ def table_pricing(table: ResultsTable, method: str, family: dict | None = None) 
         return ComputePricing("6N")
     if method == "table":
         return ComputePricing("table", k=table.flops_per_param_token)
-    if method != "detailed":
-        raise InputError(f"--flops {method}: expected one of {', '.join(FLOP_METHODS)}", field="flops")
+    check_flop_method(method)
     runs = table.runs
     missing = [c for c in ("vocab_size", "seq_len") if c not in runs.columns or runs[c].isna().all()]
     if missing:
@@ -118,8 +117,7 @@ def reprice(table: ResultsTable, method: str) -> ResultsTable:
     """The table with `flops` in `method` ("6N" or "detailed"), and each IsoFLOP group's `budget` moved to the
     geometric mean of its runs' new compute (the runs of one nominal budget cost different detailed FLOPs:
     the group is kept, its C is re-measured)."""
-    if method not in FLOP_METHODS:
-        raise InputError(f"--flops {method}: expected one of {', '.join(FLOP_METHODS)}", field="flops")
+    check_flop_method(method)
     runs = table.runs.copy()
     if method == "6N":
         new = FLOPS_PER_PARAM_TOKEN * runs["params"] * runs["tokens"]

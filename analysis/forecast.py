@@ -19,10 +19,11 @@ import hashlib
 import numpy as np
 
 from analysis.fit_report import FitReport
+from analysis.loss_law import LAW_KEYS, LossLaw
 from analysis.parametric_fit import fit_parametric_loss_table
 from analysis.results_table import ResultsTable
 
-LAW_SAMPLE_KEYS = ("E", "A", "B", "alpha", "beta")
+LAW_SAMPLE_KEYS = LAW_KEYS
 
 
 def fit_input_sha256(table: ResultsTable) -> str:
@@ -38,8 +39,8 @@ def bootstrap_predictions(report: FitReport, params: float, tokens: float) -> np
     samples = report.bootstrap.samples if report.bootstrap is not None else {}
     if not all(f"approach3.{k}" in samples for k in LAW_SAMPLE_KEYS):
         return np.array([])
-    E, A, B, alpha, beta = (samples[f"approach3.{k}"] for k in LAW_SAMPLE_KEYS)
-    return E + A * params ** -alpha + B * tokens ** -beta
+    # LossLaw with one array per parameter evaluates every resample's law at once
+    return LossLaw(*(samples[f"approach3.{k}"] for k in LAW_SAMPLE_KEYS)).loss(params, tokens)
 
 
 def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: float | None = None,

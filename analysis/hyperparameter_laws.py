@@ -88,16 +88,22 @@ def budget_optimum(group, warnings: list[str]) -> dict:
                         "source": "quadratic"}
     else:
         at = y == y[best]
-        if len(np.unique(x[at])) >= MIN_LRS:
-            c2, c1, c0 = np.polyfit(x[at], loss[at], 2)
-            if c2 > 0 and inside(-c1 / (2 * c2), x[at]):
-                opt = -c1 / (2 * c2)
-                return {**optimum, "lr": float(np.exp(opt)), "loss": float(c0 - c1 * c1 / (4 * c2)),
-                        "source": "parabola"}
+        if len(np.unique(x[at])) >= MIN_LRS and (found := parabola_minimum(x[at], loss[at])) is not None:
+            opt, value = found
+            return {**optimum, "lr": float(np.exp(opt)), "loss": value, "source": "parabola"}
     warnings.append(f"hyperparameters: budget {budget:.3g}: no interior minimum of the fitted "
                     f"{'quadratic' if two_d else 'parabola'}; the best run (lr {optimum['lr']:.3g}, batch "
                     f"{optimum['batch_size']:g}) stands in; widen the swept learning rates")
     return optimum
+
+
+def parabola_minimum(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) at the minimum of the least-squares parabola through the points, when it is convex and the
+    minimum lies inside the points' x range (see `inside`); else None."""
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    if not c2 > 0 or not inside(-c1 / (2 * c2), x):
+        return None
+    return float(-c1 / (2 * c2)), float(c0 - c1 * c1 / (4 * c2))
 
 
 def inside(value: float, grid: np.ndarray) -> bool:

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib import figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from analysis.hyperparameter_laws import parabola_minimum
 from analysis.results_table import NotEnoughData
 
 
@@ -22,11 +23,8 @@ def best_lr(runs: pd.DataFrame) -> float:
     runs = runs.groupby("lr", as_index=False)["loss"].mean().sort_values("lr")
     lrs, losses = runs["lr"].to_numpy(float), runs["loss"].to_numpy(float)
     i = int(np.argmin(losses))
-    if 0 < i < len(lrs) - 1:
-        x = np.log(lrs[i - 1:i + 2])
-        c2, c1, _ = np.polyfit(x, losses[i - 1:i + 2], 2)
-        if c2 > 0:
-            return float(np.exp(-c1 / (2 * c2)))
+    if 0 < i < len(lrs) - 1 and (found := parabola_minimum(np.log(lrs[i - 1:i + 2]), losses[i - 1:i + 2])):
+        return float(np.exp(found[0]))
     return float(lrs[i])
 
 

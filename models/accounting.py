@@ -14,8 +14,15 @@ Which count is which:
 from __future__ import annotations
 
 from models.config import ModelShape
+from scaling.common.errors import InputError
 
 FLOP_METHODS = ("6N", "detailed")
+
+
+def check_flop_method(method: str) -> None:
+    """Refuse, in one line naming `flops`, a way to count compute that is not one of FLOP_METHODS."""
+    if method not in FLOP_METHODS:
+        raise InputError(f"flops: {method!r} is not a way to count compute; expected 6N or detailed", field="flops")
 
 
 def count_params(shape: ModelShape) -> dict:

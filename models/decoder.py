@@ -194,13 +194,17 @@ class Decoder(nnx.Module):
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens (B, T) int -> logits (B, T, vocab) float32, causal over the window."""
+        return self.logits(self.residual_stream(tokens))
+
+    def residual_stream(self, tokens: jax.Array) -> jax.Array:
+        """tokens (B, T) int -> the residual stream after the last block (B, T, d_model), before the final norm."""
         B, T = tokens.shape
         positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
         sin, cos = rope_tables(positions, self.shape.head_dim)
         x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)  # (B, T, d_model)
         for block in self.blocks:
             x, _ = block(x, sin, cos)
-        return self.logits(x)
+        return x
 
     def init_cache(self, batch_size: int, length: int | None = None, dtype=None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `length` tokens (default max_seq_len)."""

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.decoder import rope_tables
 from models.ladder import family_shape
 from models.parametrization import learning_rate_multipliers
 from scaling.train.step import init_model, make_optimizer, next_token_loss
@@ -58,7 +57,8 @@ def update_sizes(shape, windows: jax.Array, lr: float, seed: int) -> dict:
     @jax.jit
     def activations(params, tokens):
         model = nnx.merge(graphdef, params)
-        return model(tokens), last_block_output(model, tokens)
+        hidden = model.residual_stream(tokens)
+        return model.logits(hidden), hidden
 
     probe = windows[0, :, :-1]
     logits0, hidden0 = activations(params, probe)
@@ -69,17 +69,6 @@ def update_sizes(shape, windows: jax.Array, lr: float, seed: int) -> dict:
         record["logits"].append(float(jnp.mean(jnp.abs(logits - logits0))))
         record["hidden"].append(float(jnp.mean(jnp.abs(hidden - hidden0))))
     return record
-
-
-def last_block_output(model, tokens: jax.Array) -> jax.Array:
-    """The residual stream after the last block (B, T, d_model), before the final norm."""
-    B, T = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-    sin, cos = rope_tables(positions, model.shape.head_dim)
-    x = jnp.take(model.embed[...], tokens, axis=0).astype(model.dtype)
-    for block in model.blocks:
-        x, _ = block(x, sin, cos)
-    return x
 
 
 def growth(check: dict, key: str = "logits") -> float:

@@ -33,8 +33,10 @@ FLOPS_OPTION = typer.Option(
 
 
 def _check_flops(value: str | None) -> None:
-    if value is not None and value not in ("6N", "detailed"):
-        raise InputError(f"--flops: {value!r} is not a way to count compute; expected 6N or detailed", field="flops")
+    from models.accounting import check_flop_method
+
+    if value is not None:
+        check_flop_method(value)
 
 
 def parse_approaches(text: str) -> tuple[str, ...]:

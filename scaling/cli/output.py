@@ -29,18 +29,19 @@ def stage_status(console, what: str, quiet: bool = False):
     if quiet:
         yield lambda name: None
         return
-    started = time.perf_counter()
-    current = {"name": None, "since": started}
-    with console.status(f"{what}: starting") as status:
+    current = {"name": None, "since": time.perf_counter()}
 
-        def stage(name: str) -> None:
-            now = time.perf_counter()
-            if current["name"] is not None:
-                console.print(f"  {what}: {current['name']} ({now - current['since']:.1f} s)", highlight=False)
-            current.update(name=name, since=now)
-            status.update(f"{what}: {name}")
-
-        yield stage
+    def finish() -> None:
         if current["name"] is not None:
             console.print(f"  {what}: {current['name']} ({time.perf_counter() - current['since']:.1f} s)",
                           highlight=False)
+
+    with console.status(f"{what}: starting") as status:
+
+        def stage(name: str) -> None:
+            finish()
+            current.update(name=name, since=time.perf_counter())
+            status.update(f"{what}: {name}")
+
+        yield stage
+        finish()

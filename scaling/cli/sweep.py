@@ -8,7 +8,6 @@ import typer
 
 from scaling.cli.app import app
 from scaling.cli.output import print_json, stderr_console
-from scaling.common.errors import InputError
 
 # Each command imports its stage inside the function, so `scaling --help` starts without JAX or Ray.
 
@@ -42,13 +41,13 @@ def plan(
     """
     import dataclasses
 
-    from models.accounting import FLOP_METHODS
+    from models.accounting import check_flop_method
     from sweeps.expand import expand_grid
     from sweeps.grid import load_grid
     from sweeps.plan import hardware_profile, make_plan, plan_table
 
-    if flops is not None and flops not in FLOP_METHODS:
-        raise InputError(f"--flops: {flops!r} is not a way to count compute; expected 6N or detailed", field="flops")
+    if flops is not None:
+        check_flop_method(flops)
     profile = hardware_profile(hardware, flops_per_s)
     loaded = load_grid(grid, data)
     if flops is not None:

@@ -363,27 +363,20 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
             last = chunk_end == plan.total_steps
             eval_out = evaluate(params, eval_windows, eval_masks) if chunk_end % t.eval_every == 0 or last else None
             log.add(chunk_start, chunk_end, losses, norms, eval_out)
-            if eval_out is not None and not (chunk_end % t.checkpoint_every == 0 or last):
-                diverged_at = log.drain(keep=0)  # the evaluation's row, and metrics.parquet with it
-                if diverged_at:
-                    break
-                if writes_run_files():
-                    run.write_metrics(rows)
-            elif chunk_end % t.checkpoint_every == 0 or last:
-                diverged_at = log.drain(keep=0)
-                if diverged_at:
-                    break
-                # Rows first: a resumed run drops rows past its checkpoint, but cannot recreate missing ones.
-                if writes_run_files():
-                    run.write_metrics(rows)
+            checkpoint = chunk_end % t.checkpoint_every == 0 or last
+            # At an evaluation or a checkpoint every row is fetched and metrics.parquet written; otherwise losses
+            # are fetched one chunk late, so the host never waits for the chunk it just dispatched.
+            settle = checkpoint or eval_out is not None
+            diverged_at = log.drain(keep=0 if settle else 1)
+            if diverged_at:
+                break
+            # Rows first: a resumed run drops rows past its checkpoint, but cannot recreate missing ones.
+            if settle and writes_run_files():
+                run.write_metrics(rows)
+            if checkpoint:
                 # Save a copy: the live buffers are donated to the next chunk while the save runs.
                 snapshot = _copy_tree({PARAMS: params, OPT_STATE: opt_state})
                 manager.save(chunk_end, args=save_args(snapshot[PARAMS], snapshot[OPT_STATE]))
-            else:
-                # Losses are fetched one chunk late, so the host never waits for the chunk it just dispatched.
-                diverged_at = log.drain(keep=1)
-                if diverged_at:
-                    break
     finally:
         feeder.close()
         log.close()
