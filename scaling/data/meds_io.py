@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +31,12 @@ EVENT_COLUMNS = ("subject_id", "time", "code", "numeric_value")
 BIN_EDGES_COLUMN = "value_bin_edges"
 
 
-@dataclass
-class MedsDataset:
+class _CohortMetadata:
+    """What a dataset's metadata answers: value-bin edges per code and each subject's split."""
+
     root: Path
-    events: pa.Table  # subject_id int64, time timestamp[us] (null: static), code string, numeric_value float32
-    subject_splits: pa.Table  # subject_id int64, split string
-    codes: pa.Table | None = None  # metadata/codes.parquet when present
-    metadata: dict = field(default_factory=dict)
+    subject_splits: pa.Table
+    codes: pa.Table | None
 
     def bin_edges(self) -> dict[str, list[float]]:
         """Value-bin edges given in code metadata, by code."""
@@ -60,12 +60,67 @@ class MedsDataset:
         return names[order][np.searchsorted(ids[order], subject_ids)]
 
 
+@dataclass
+class MedsDataset(_CohortMetadata):
+    root: Path
+    events: pa.Table  # subject_id int64, time timestamp[us] (null: static), code string, numeric_value float32
+    subject_splits: pa.Table  # subject_id int64, split string
+    codes: pa.Table | None = None  # metadata/codes.parquet when present
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class MedsShards(_CohortMetadata):
+    """A MEDS dataset read a part at a time, so that memory follows the part, not the dataset.
+
+    A part is whole subjects: `batch_rows` rows or so of a shard sorted by subject_id (as MEDS shards are),
+    or a whole group of shards otherwise. Shards that share a subject are one group (MEDS keeps a subject
+    in one shard; a dataset that does not is still read correctly, a group at a time)."""
+
+    root: Path
+    files: list[Path]
+    groups: list[list[int]]  # indices into files, each group read together, in file order
+    subject_splits: pa.Table
+    codes: pa.Table | None = None
+    metadata: dict = field(default_factory=dict)
+    sorted_by_subject: list[bool] = field(default_factory=list)  # per file: rows sorted by subject_id
+    batch_rows: int = 1 << 16
+
+    def event_groups(self) -> Iterator[pa.Table]:
+        """The dataset's events a part at a time (validated as read_meds validates them), whole subjects each."""
+        for group in self.groups:
+            if len(group) == 1 and self.sorted_by_subject[group[0]]:
+                yield from _subject_batches(self.files[group[0]], self.batch_rows)
+            else:
+                yield pa.concat_tables([_read_event_shard(self.files[i], self.root) for i in group])
+
+
 SPLIT_NAMES = (meds.train_split, meds.tuning_split, meds.held_out_split)
 
 
 def read_meds(root: str | Path, split_aliases: dict[str, str] | None = None) -> MedsDataset:
     """Read a MEDS dataset. Subjects whose split is not train, tuning or held_out are refused unless
     `split_aliases` maps that name to one of them (e.g. {"validation": "tuning"})."""
+    root, files = _dataset_files(root)
+    events = pa.concat_tables([_read_event_shard(f, root) for f in files])
+    splits = _read_subject_splits(root, split_aliases or {})
+    _check_splits_cover(pc.unique(events["subject_id"]), splits, root)
+    return MedsDataset(root, events, splits, _read_codes(root), _read_dataset_json(root))
+
+
+def open_meds_shards(root: str | Path, split_aliases: dict[str, str] | None = None) -> MedsShards:
+    """A MEDS dataset to read a group of shards at a time (see MedsShards); checks the splits and the
+    subjects up front, reading only the subject_id column of each shard."""
+    root, files = _dataset_files(root)
+    subjects, sorted_ = zip(*[_shard_subjects(f, root) for f in files])
+    splits = _read_subject_splits(root, split_aliases or {})
+    _check_splits_cover(pa.array(np.unique(np.concatenate(subjects))), splits, root)
+    return MedsShards(root, files, _shard_groups(list(subjects)), splits, _read_codes(root), _read_dataset_json(root),
+                      sorted_by_subject=list(sorted_))
+
+
+def _dataset_files(root: str | Path) -> tuple[Path, list[Path]]:
+    """The dataset's directory and its data files, or an InputError saying why there is no dataset."""
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: no such directory; expected a MEDS dataset")
@@ -74,10 +129,45 @@ def read_meds(root: str | Path, split_aliases: dict[str, str] | None = None) -> 
     files = _data_files(root / meds.data_subdirectory)
     if not files:
         raise InputError(f"{root / meds.data_subdirectory}: no parquet files; expected data/**/*.parquet")
-    events = pa.concat_tables([_read_event_shard(f, root) for f in files])
-    splits = _read_subject_splits(root, split_aliases or {})
-    _check_splits_cover(events, splits, root)
-    return MedsDataset(root, events, splits, _read_codes(root), _read_dataset_json(root))
+    return root, files
+
+
+def _shard_subjects(path: Path, root: Path) -> tuple[np.ndarray, bool]:
+    """The unique subject ids of one shard, read from its subject_id column alone, and whether its rows are
+    sorted by subject_id."""
+    try:
+        ids = pq.read_table(path, columns=["subject_id"])["subject_id"].cast(pa.int64())
+        if ids.null_count == 0:
+            ids = ids.to_numpy()
+            return np.unique(ids), bool(np.all(ids[1:] >= ids[:-1]))
+    except Exception:
+        _read_event_shard(path, root)  # names what is wrong with the shard as an InputError
+        raise
+    _read_event_shard(path, root)
+    raise InputError(f"{path}: subject_id has {ids.null_count} null values; expected an int64 id on every row")
+
+
+def _shard_groups(subjects: list[np.ndarray]) -> list[list[int]]:
+    """Shards linked by a shared subject, as groups (union-find over shards), ordered by first shard."""
+    parent = list(range(len(subjects)))
+
+    def root_of(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    ids = np.concatenate(subjects) if subjects else np.zeros(0, np.int64)
+    shard = np.repeat(np.arange(len(subjects)), [len(s) for s in subjects])
+    order = np.argsort(ids, kind="stable")
+    ids, shard = ids[order], shard[order]
+    for k in np.flatnonzero(ids[1:] == ids[:-1]):  # a subject in two shards joins them
+        a, b = root_of(int(shard[k])), root_of(int(shard[k + 1]))
+        parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(subjects)):
+        groups.setdefault(root_of(i), []).append(i)
+    return list(groups.values())
 
 
 def _data_files(data_dir: Path) -> list[Path]:
@@ -102,12 +192,19 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def _read_event_shard(path: Path, root: Path) -> pa.Table:
+    return _aligned_events(_read_parquet(path, _event_columns(path)), path)
+
+
+def _event_columns(path: Path) -> list[str]:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{path}: unreadable parquet ({str(e).splitlines()[0]})") from None
-    columns = [c for c in EVENT_COLUMNS if c in schema.names]
-    table = _read_parquet(path, columns)
+    return [c for c in EVENT_COLUMNS if c in schema.names]
+
+
+def _aligned_events(table: pa.Table, path: Path) -> pa.Table:
+    """A shard's rows in the MEDS data schema, or an InputError naming the shard and the problem."""
     try:
         table = meds.DataSchema.align(table)
     except (SchemaValidationError, TableValidationError) as e:
@@ -116,6 +213,26 @@ def _read_event_shard(path: Path, root: Path) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise InputError(f"{path}: a column cannot be cast to the MEDS data schema ({e})") from None
     return table.select(list(EVENT_COLUMNS))
+
+
+def _subject_batches(path: Path, batch_rows: int) -> Iterator[pa.Table]:
+    """A shard whose rows are sorted by subject_id, as tables of about `batch_rows` rows, each ending where
+    a subject ends (a subject longer than a batch makes its table longer)."""
+    carry = None
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=_event_columns(path))
+        for batch in batches:
+            table = _aligned_events(pa.Table.from_batches([batch]), path)
+            if carry is not None:
+                table = pa.concat_tables([carry, table])
+            cut = pc.index(table["subject_id"], table["subject_id"][-1]).as_py()  # the last subject's first row
+            if cut > 0:
+                yield table.slice(0, cut)
+            carry = table.slice(cut)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: unreadable parquet ({str(e).splitlines()[0]})") from None
+    if carry is not None and len(carry):
+        yield carry
 
 
 def _read_subject_splits(root: Path, split_aliases: dict[str, str]) -> pa.Table:
@@ -152,8 +269,7 @@ def _apply_split_aliases(table: pa.Table, split_aliases: dict[str, str], path: P
     return table.set_column(table.schema.get_field_index("split"), "split", pa.array(names, pa.string()))
 
 
-def _check_splits_cover(events: pa.Table, splits: pa.Table, root: Path) -> None:
-    event_ids = pc.unique(events["subject_id"])
+def _check_splits_cover(event_ids: pa.Array, splits: pa.Table, root: Path) -> None:
     missing = pc.filter(event_ids, pc.invert(pc.is_in(event_ids, splits["subject_id"])))
     if len(missing):
         raise InputError(

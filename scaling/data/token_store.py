@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -180,6 +181,61 @@ def write_split(folder: Path, tokens: np.ndarray, offsets: np.ndarray, subject_i
     np.save(folder / "tokens.npy", tokens)
     np.save(folder / "offsets.npy", offsets.astype(np.int64))
     np.save(folder / "subject_ids.npy", subject_ids.astype(np.int64))
+
+
+class SplitWriter:
+    """Writes one split's arrays a part at a time, so memory holds one part, not the split.
+
+    `add` appends a part's patients (tokens, offsets from 0, subject ids) to a raw file in `folder`;
+    `close` writes tokens.npy, offsets.npy and subject_ids.npy with the patients in subject_id order
+    (the order of a store made in one piece), copying `chunk_tokens` tokens at a time."""
+
+    def __init__(self, folder: Path, dtype: np.dtype, chunk_tokens: int = 1 << 22):
+        self.folder, self.dtype, self.chunk_tokens = Path(folder), np.dtype(dtype), chunk_tokens
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.raw_path = self.folder / "tokens.raw"
+        self.raw = self.raw_path.open("wb")
+        self.lengths: list[np.ndarray] = []
+        self.subject_ids: list[np.ndarray] = []
+
+    def add(self, tokens: np.ndarray, offsets: np.ndarray, subject_ids: np.ndarray) -> None:
+        self.raw.write(np.ascontiguousarray(tokens, self.dtype).tobytes())
+        self.lengths.append(np.diff(offsets).astype(np.int64))
+        self.subject_ids.append(np.asarray(subject_ids, np.int64))
+
+    def close(self) -> None:
+        self.raw.close()
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+        subject_ids = np.concatenate(self.subject_ids) if self.subject_ids else np.zeros(0, np.int64)
+        order = np.argsort(subject_ids, kind="stable")
+        starts = np.cumsum(lengths) - lengths  # (n_patients,) where each patient lies in the raw file
+        n_tokens = int(lengths.sum())
+        with (self.folder / "tokens.npy").open("wb") as out:
+            np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                       "fortran_order": False, "shape": (n_tokens,)})
+            if np.array_equal(order, np.arange(len(order))):
+                with self.raw_path.open("rb") as raw:  # plain reads: a mapping would count the file as resident
+                    shutil.copyfileobj(raw, out, self.chunk_tokens * self.dtype.itemsize)
+            elif n_tokens:
+                raw = np.memmap(self.raw_path, self.dtype, "r")
+                for patients in _chunks_of(order, lengths[order], self.chunk_tokens):
+                    n = lengths[patients]
+                    within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+                    out.write(np.asarray(raw[np.repeat(starts[patients], n) + within]).tobytes())
+                del raw
+        self.raw_path.unlink()
+        np.save(self.folder / "offsets.npy", np.r_[0, np.cumsum(lengths[order])].astype(np.int64))
+        np.save(self.folder / "subject_ids.npy", subject_ids[order])
+
+
+def _chunks_of(patients: np.ndarray, lengths: np.ndarray, chunk_tokens: int):
+    """`patients` cut into consecutive runs of about `chunk_tokens` tokens (at least one patient each)."""
+    ends = np.cumsum(lengths)
+    a = 0
+    while a < len(patients):
+        b = max(int(np.searchsorted(ends, ends[a] - lengths[a] + chunk_tokens, side="right")), a + 1)
+        yield patients[a:b]
+        a = b
 
 
 def write_token_store(

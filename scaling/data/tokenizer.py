@@ -22,9 +22,10 @@ Everything after reading is vectorised with numpy over events; Python loops run 
 
 from __future__ import annotations
 
+import json
 import time as _time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import pyarrow.compute as pc
 from scaling.common.atomic import atomic_directory, refuse_existing
 from scaling.common.errors import InputError
 from scaling.data.codes import BIRTH_CODE, code_category, code_pieces
-from scaling.data.meds_io import MedsDataset, read_meds
+from scaling.data.meds_io import MedsDataset, open_meds_shards
 from scaling.data.scheme import (
     AGE_TOKENS,
     INTERVAL_TOKENS,
@@ -44,7 +45,7 @@ from scaling.data.scheme import (
     age_bucket,
     interval_class,
 )
-from scaling.data.token_store import SPLITS, TokenStore, write_stats, write_token_files
+from scaling.data.token_store import SPLITS, SplitWriter, TokenStore, token_dtype, write_stats
 from scaling.data.vocab import (
     CATEGORIES,
     EOS,
@@ -117,18 +118,50 @@ class EventArrays:
 # Vocabulary
 
 
-def build_vocabulary(train: EventArrays, settings: TokenizerSettings,
+@dataclass
+class TrainCodes:
+    """What the vocabulary needs from the train split, gathered a part of the data at a time: each code's
+    train count and its train numeric values. Codes are kept in order of first appearance in the data."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    values: dict[str, list[np.ndarray]] = field(default_factory=dict)  # float32 chunks per code
+
+    @classmethod
+    def of(cls, train: EventArrays) -> TrainCodes:
+        codes = cls()
+        codes.add(train)
+        return codes
+
+    def add(self, train: EventArrays) -> None:
+        """Count a part's train rows; every code of the part (train or not) takes its place in the order."""
+        for code in train.codes:
+            self.counts.setdefault(code, 0)
+        code_counts = np.bincount(train.code_index, minlength=len(train.codes))
+        for index in np.flatnonzero(code_counts):
+            self.counts[train.codes[index]] += int(code_counts[index])
+        rows = np.flatnonzero(np.isfinite(train.value))
+        rows = rows[np.argsort(train.code_index[rows], kind="stable")]
+        codes = train.code_index[rows]
+        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]) if len(rows) else []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            self.values.setdefault(train.codes[codes[a]], []).append(train.value[rows[a:b]])
+
+    @property
+    def n_events(self) -> int:
+        return sum(self.counts.values())
+
+
+def build_vocabulary(train: TrainCodes, settings: TokenizerSettings,
                      given_edges: dict[str, list[float]] | None = None) -> Vocabulary:
     """The vocabulary from the train split: sub-token counts, thresholded; value-bin edges per code."""
-    code_counts = np.bincount(train.code_index, minlength=len(train.codes))
     piece_counts: Counter[str] = Counter()
     piece_info: dict[str, tuple[str, str, str]] = {}
-    for index, code in enumerate(train.codes):
-        if code == BIRTH_CODE or code_counts[index] == 0:
+    for code, count in train.counts.items():
+        if code == BIRTH_CODE or count == 0:
             continue
         category = code_category(code)
         for piece in code_pieces(code):
-            piece_counts[piece.token] += int(code_counts[index])
+            piece_counts[piece.token] += count
             piece_info.setdefault(piece.token, (category, piece.kind, piece.text))
     kept = sorted(
         (t for t, n in piece_counts.items() if n >= settings.min_count),
@@ -154,19 +187,14 @@ def build_vocabulary(train: EventArrays, settings: TokenizerSettings,
     )
 
 
-def value_bins(train: EventArrays, n_bins: int, given_edges: dict[str, list[float]]
+def value_bins(train: TrainCodes, n_bins: int, given_edges: dict[str, list[float]]
                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Per numeric code: bin edges (given, or train quantiles) and each bin's median train value."""
-    has_value = np.isfinite(train.value)
-    rows = np.flatnonzero(has_value)
-    order = rows[np.lexsort((train.value[rows], train.code_index[rows]))]
-    sorted_codes = train.code_index[order]
-    sorted_values = train.value[order].astype(np.float64)
-    bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True]) if len(order) else [0]
     edges_by_code, centers_by_code = {}, {}
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        code = train.codes[sorted_codes[a]]
-        values = sorted_values[a:b]
+    for code in train.counts:
+        if code not in train.values:
+            continue
+        values = np.sort(np.concatenate(train.values[code]).astype(np.float64))
         if code in given_edges:
             edges = np.asarray(given_edges[code], dtype=np.float64)
         else:
@@ -211,9 +239,16 @@ class CodeTable:
     edges: list[np.ndarray | None]  # per unique code: bin edges, or None
 
     @classmethod
-    def build(cls, codes: list[str], vocab: Vocabulary) -> CodeTable:
+    def build(cls, codes: list[str], vocab: Vocabulary, cache: dict | None = None) -> CodeTable:
+        """`cache` (code -> its row, kept between calls) saves re-splitting codes seen in an earlier part."""
         rows, known, edges = [], [], []
         for code in codes:
+            if cache is not None and code in cache:
+                row, is_known, code_edges = cache[code]
+                rows.append(row)
+                known.append(is_known)
+                edges.append(code_edges)
+                continue
             pieces = code_pieces(code)
             head = vocab.index.get(pieces[0].token)
             if head is None:
@@ -229,6 +264,8 @@ class CodeTable:
                 known.append(True)
             code_edges = vocab.value_bin_edges.get(code)
             edges.append(np.asarray(code_edges) if code_edges and known[-1] else None)
+            if cache is not None:
+                cache[code] = (rows[-1], known[-1], edges[-1])
         width = max((len(r) for r in rows), default=1)
         ids = np.zeros((len(rows), width), np.int32)
         for i, r in enumerate(rows):
@@ -334,6 +371,8 @@ def _value_bin_ids(events: EventArrays, table: CodeTable, vocab: Vocabulary, emi
 # A hook of `tokenize_dataset`: (the MEDS directory, the token store written but not yet in place) -> more
 # entries of stats.json (the synthetic cohort's entropy floor: scaling.synth.replay.entropy_floor_stats).
 ExtraStats = Callable[[Path, TokenStore], dict]
+# Per split: (tokens, offsets from 0, subject_ids) -> None, called once per group of shards.
+SplitSinks = dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], None]]
 
 
 def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings | None = None,
@@ -341,6 +380,9 @@ def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings 
                      stage: Callable[[str], None] | None = None) -> dict:
     """Read a MEDS dataset, build the vocabulary on train, write the token store; return stats.json.
 
+    The dataset is read twice, a group of shards at a time (scaling.data.meds_io.MedsShards): once for
+    the vocabulary, once to encode, and each group's tokens go straight to the store's files, so memory
+    follows the largest shard and the store, not the dataset's events.
     `extra_stats`, when given, is called before the store is moved into place; what it returns is
     merged into stats.json (before `seconds`, which counts its time too). `stage`, when given, is told the
     name of each stage as it starts (the command line shows it with the time spent)."""
@@ -349,12 +391,20 @@ def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings 
     out_dir = Path(out_dir)
     refuse_existing(out_dir, overwrite, inputs=[meds_dir])
     started = _time.perf_counter()
-    stage(f"reading {meds_dir}")
-    dataset = read_meds(meds_dir, settings.split_aliases)
-    stats, vocab, splits = tokenize_events(dataset, settings, stage)
+    stage(f"reading {meds_dir} (the vocabulary from its train split)")
+    shards = open_meds_shards(meds_dir, settings.split_aliases)
+    vocab = build_vocabulary(train_codes(shards.event_groups(), shards.split_of), settings, shards.bin_edges())
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        stage("writing the token store")
-        write_token_files(tmp, vocab, splits, {"source": str(meds_dir), **asdict(settings)})
+        stage(f"encoding {len(shards.files)} shards, {len(shards.groups)} group(s) at a time, into the token store")
+        vocab.save(tmp / "vocab.json")
+        writers = {name: SplitWriter(tmp / name, token_dtype(vocab.size)) for name in SPLITS}
+        per_split = encode_groups(shards.event_groups(), shards.split_of, vocab,
+                                  {name: writer.add for name, writer in writers.items()})
+        for writer in writers.values():
+            writer.close()
+        (tmp / "tokenizer.json").write_text(json.dumps({"source": str(meds_dir), **asdict(settings)}, indent=2)
+                                            + "\n")
+        stats = split_stats(shards.root, vocab, per_split)
         if extra_stats is not None:
             stage("extra statistics (the synthetic world's entropy floor)")
             stats.update(extra_stats(Path(meds_dir), TokenStore.open(tmp)))
@@ -365,36 +415,81 @@ def tokenize_dataset(meds_dir: Path, out_dir: Path, settings: TokenizerSettings 
 
 def tokenize_events(dataset: MedsDataset, settings: TokenizerSettings, stage: Callable[[str], None] | None = None
                     ) -> tuple[dict, Vocabulary, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """A dataset in memory -> (stats, vocabulary, per split (tokens, offsets, subject_ids)), as the store
+    holds them."""
     stage = stage or (lambda name: None)
-    events = EventArrays.from_table(dataset.events)
-    split_of_row = dataset.split_of(events.subject)
-    train = events.take(np.flatnonzero(split_of_row == "train"))
-    stage(f"the vocabulary from {len(train.subject):,} train events")
-    vocab = build_vocabulary(train, settings, dataset.bin_edges())
-    table = CodeTable.build(events.codes, vocab)
-    splits, per_split = {}, {}
-    for name in SPLITS:
-        part = events.take(np.flatnonzero(split_of_row == name))
-        stage(f"encoding the {name} split ({len(part.subject):,} events)")
-        tokens, offsets, subject_ids = encode(part, vocab, table)
-        splits[name] = (tokens, offsets, subject_ids)
-        per_split[name] = {
-            "patients": len(subject_ids),
-            "events": len(part.subject),
-            "tokens": len(tokens),
-            "tokens_per_event": round(len(tokens) / max(len(part.subject), 1), 4),
-            "tokens_per_patient": round(len(tokens) / max(len(subject_ids), 1), 2),
+    stage(f"the vocabulary from {int(np.sum(dataset.split_of(dataset.events['subject_id'].to_numpy()) == 'train')):,}"
+          " train events")
+    vocab = build_vocabulary(train_codes([dataset.events], dataset.split_of), settings, dataset.bin_edges())
+    parts: dict[str, list] = {name: [] for name in SPLITS}
+    per_split = encode_groups([dataset.events], dataset.split_of, vocab,
+                              {name: lambda *part, name=name: parts[name].append(part) for name in SPLITS})
+    splits = {name: _joined(parts[name]) for name in SPLITS}
+    return split_stats(dataset.root, vocab, per_split), vocab, splits
+
+
+def train_codes(groups: Iterable[pa.Table], split_of: Callable[[np.ndarray], np.ndarray]) -> TrainCodes:
+    """The train split's codes and values, gathered over groups of events."""
+    codes = TrainCodes()
+    for table in groups:
+        events = EventArrays.from_table(table)
+        codes.add(events.take(np.flatnonzero(split_of(events.subject) == "train")))
+    return codes
+
+
+def encode_groups(groups: Iterable[pa.Table], split_of: Callable[[np.ndarray], np.ndarray], vocab: Vocabulary,
+                  sinks: SplitSinks) -> dict[str, dict[str, int]]:
+    """Encode each group's events split by split, hand each part to its split's sink; return per split the
+    counts stats.json reports (patients, events, tokens, unknown tokens)."""
+    unknown_ids = np.array([i for i, k in enumerate(vocab.kinds) if k == "unknown"])
+    counts = {name: {"patients": 0, "events": 0, "tokens": 0, "unknown": 0} for name in SPLITS}
+    code_rows: dict = {}
+    for table in groups:
+        events = EventArrays.from_table(table)
+        code_table = CodeTable.build(events.codes, vocab, code_rows)
+        split_of_row = split_of(events.subject)
+        for name in SPLITS:
+            part = events.take(np.flatnonzero(split_of_row == name))
+            tokens, offsets, subject_ids = encode(part, vocab, code_table)
+            sinks[name](tokens, offsets, subject_ids)
+            c = counts[name]
+            c["patients"] += len(subject_ids)
+            c["events"] += len(part.subject)
+            c["tokens"] += len(tokens)
+            c["unknown"] += int(np.isin(tokens, unknown_ids).sum())
+    return counts
+
+
+def split_stats(root: Path, vocab: Vocabulary, per_split: dict[str, dict[str, int]]) -> dict:
+    """stats.json's description of the store (without `seconds` and extra statistics)."""
+    splits = {
+        name: {
+            "patients": c["patients"],
+            "events": c["events"],
+            "tokens": c["tokens"],
+            "tokens_per_event": round(c["tokens"] / max(c["events"], 1), 4),
+            "tokens_per_patient": round(c["tokens"] / max(c["patients"], 1), 2),
         }
-    stats = {
-        "source": str(dataset.root),
+        for name, c in per_split.items()
+    }
+    return {
+        "source": str(root),
         "vocab_size": vocab.size,
         "vocab_by_category": vocab.size_by_category(),
-        "splits": per_split,
-        "unknown_token_rate": {name: _unknown_rate(splits[name][0], vocab) for name in SPLITS},
+        "splits": splits,
+        "unknown_token_rate": {name: round(c["unknown"] / c["tokens"], 6) if c["tokens"] else 0.0
+                               for name, c in per_split.items()},
     }
-    return stats, vocab, splits
 
 
-def _unknown_rate(tokens: np.ndarray, vocab: Vocabulary) -> float:
-    unknown_ids = [i for i, k in enumerate(vocab.kinds) if k == "unknown"]
-    return round(float(np.isin(tokens, unknown_ids).mean()) if len(tokens) else 0.0, 6)
+def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parts of one split as one (tokens, offsets, subject_ids), patients in subject_id order."""
+    lengths = np.concatenate([np.diff(o) for _, o, _ in parts])
+    subject_ids = np.concatenate([s for _, _, s in parts]).astype(np.int64)
+    tokens = np.concatenate([t for t, _, _ in parts])
+    order = np.argsort(subject_ids, kind="stable")
+    if not np.array_equal(order, np.arange(len(order))):
+        starts = np.cumsum(lengths) - lengths
+        tokens = np.concatenate([tokens[starts[i]:starts[i] + lengths[i]] for i in order] or [tokens[:0]])
+        lengths, subject_ids = lengths[order], subject_ids[order]
+    return tokens, np.r_[0, np.cumsum(lengths)].astype(np.int64), subject_ids

@@ -17,7 +17,7 @@ import numpy as np
 from scaling.common.errors import InputError
 from scaling.data.meds_io import MedsDataset
 from scaling.data.scheme import elapsed_minutes
-from scaling.data.tokenizer import TokenizerSettings, build_vocabulary
+from scaling.data.tokenizer import TokenizerSettings, TrainCodes, build_vocabulary
 from scaling.evaluate.labels import Cohort, PredictionTimes, history_prompts
 from scaling.evaluate.outcomes import Futures
 from scaling.synth.generate import WORLD_FILE, world_settings
@@ -35,7 +35,7 @@ class Oracle:
         self.max_tokens = settings["max_tokens"]
         self.process = ClinicalProcess(self.world, self.max_tokens)
         self.cohort = cohort
-        self.vocab = build_vocabulary(cohort.events, TokenizerSettings(min_count=1), dataset.bin_edges())
+        self.vocab = build_vocabulary(TrainCodes.of(cohort.events), TokenizerSettings(min_count=1), dataset.bin_edges())
 
     def futures(self, times: PredictionTimes, samples: int, horizon_minutes: float = np.inf, seed: int = 0
                 ) -> tuple[Futures, np.ndarray]:

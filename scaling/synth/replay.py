@@ -93,8 +93,12 @@ def score_token_split(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary
     """-log p of every token of a split under the generator of a cohort's world `settings` (world_seed,
     max_tokens), summed the ways the floor is stated."""
     world = make_world(settings["world_seed"])
-    max_tokens = settings["max_tokens"]
-    process = ClinicalProcess(world, max_tokens)
+    return _score(tokens, offsets, vocab, world, ClinicalProcess(world, settings["max_tokens"]))
+
+
+def _score(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, world: World, process: ClinicalProcess,
+           first_patient: int = 0) -> dict:
+    max_tokens = process.max_tokens
     tl, ok = decode_timelines(tokens, offsets, vocab, world, max_tokens)
     scored = np.flatnonzero(ok)
     sub = Timelines(tl.sex[scored], tl.age_bucket[scored], tl.gap[scored], tl.repeats[scored], tl.code[scored],
@@ -103,7 +107,8 @@ def score_token_split(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary
     lengths = np.diff(offsets)[scored]
     if not np.array_equal(result.n_tokens, lengths):
         bad = int(np.flatnonzero(result.n_tokens != lengths)[0])
-        raise ReplayMismatch(f"generator replay of patient {scored[bad]} gave {result.n_tokens[bad]} tokens, "
+        raise ReplayMismatch(f"generator replay of patient {first_patient + scored[bad]} gave "
+                             f"{result.n_tokens[bad]} tokens, "
                              f"the store has {lengths[bad]}")
     nll = result.token_nll
     inside = np.arange(nll.shape[1])[None] < lengths[:, None]
@@ -115,11 +120,13 @@ def score_token_split(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary
         "tokens_scored": int(lengths.sum()),
         "nats_per_token_all": total / max(lengths.sum(), 1),
         "nats_per_token_after_first": (total - first) / max(lengths.sum() - len(scored), 1),
+        "nll_total": total,
+        "nll_first_tokens": first,
         "per_patient_nll": np.where(inside, nll, 0.0).sum(1),
     }
 
 
-def entropy_floor(settings: dict, store: TokenStore) -> dict:
+def entropy_floor(settings: dict, store: TokenStore, batch_patients: int = 4096) -> dict:
     """The exact entropy floor of a synthetic cohort's token store: the generator's -log p per token.
 
     `nats_per_token` averages over every token but each patient's first, which is what a model scores
@@ -130,16 +137,26 @@ def entropy_floor(settings: dict, store: TokenStore) -> dict:
     shorter than the generator's, so it is a lower bound there, not the exact floor.
     """
     floor = {"max_tokens": settings["max_tokens"], "world_seed": settings["world_seed"]}
+    world = make_world(settings["world_seed"])
+    process = ClinicalProcess(world, settings["max_tokens"])
     for name in store.split_names:
         split = store.split(name)
         if split.n_patients < 1:
             continue
-        scored = score_token_split(split.tokens, split.offsets, store.vocab, settings)
+        sums = dict.fromkeys(("nll_total", "nll_first_tokens", "tokens_scored", "patients_scored"), 0.0)
+        for a in range(0, split.n_patients, batch_patients):  # a batch at a time: memory follows the batch
+            b = min(a + batch_patients, split.n_patients)
+            offsets = split.offsets[a:b + 1]
+            scored = _score(np.asarray(split.tokens[offsets[0]:offsets[-1]]), offsets - offsets[0], store.vocab,
+                            world, process, first_patient=a)
+            for key in sums:
+                sums[key] += scored[key]
         floor[name] = {
-            "nats_per_token": round(scored["nats_per_token_after_first"], 6),
-            "nats_per_token_packed": round(scored["nats_per_token_all"], 6),
-            "patients_scored": scored["patients_scored"],
-            "patients": scored["patients"],
+            "nats_per_token": round((sums["nll_total"] - sums["nll_first_tokens"])
+                                    / max(sums["tokens_scored"] - sums["patients_scored"], 1), 6),
+            "nats_per_token_packed": round(sums["nll_total"] / max(sums["tokens_scored"], 1), 6),
+            "patients_scored": int(sums["patients_scored"]),
+            "patients": split.n_patients,
         }
     return floor
 
