@@ -8,7 +8,10 @@ gives the forecast two kinds of uncertainty:
   token store knows it, else 0: a pure power law), and its prediction. Far past the sweep, E and the
   exponents trade off against each other; how far the forecast moves when E is pinned is the part of the
   uncertainty a bootstrap over the same runs cannot see.
-`interval` spans both. `fit_input_sha256` names the runs the forecast was fitted on (their N, D, C and loss,
+`interval` spans both. The point forecast is the free-E law's, unless the pinned E is exact (the floor of
+exactly what the run's loss scores, `pinned_E_exact`): then E is known, not fitted, and the pinned law's
+prediction is the forecast (`point_from` says which).
+`fit_input_sha256` names the runs the forecast was fitted on (their N, D, C and loss,
 order-free), so a later comparison can check that the forecast and the results table still agree.
 """
 
@@ -44,7 +47,7 @@ def bootstrap_predictions(report: FitReport, params: float, tokens: float) -> np
 
 
 def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: float | None = None,
-                 pinned_E_source: str = "pure power law (E = 0)") -> dict:
+                 pinned_E_source: str = "pure power law (E = 0)", pinned_E_exact: bool = False) -> dict:
     """The forecast of a run of N = `params`, D = `tokens` (see the module docstring)."""
     law = report.approach3
     if law is None:
@@ -60,18 +63,21 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
     pinned_fit = fit_parametric_loss_table(report.table, fixed_E=E, warm_start=law if E > 0 else None)
     pinned_point = float(pinned_fit.predict(params, tokens))
     ends = [point, pinned_point, *(boot or [])]
+    exact = bool(pinned_E_exact and pinned_E is not None)
     return {
         "approach": "approach3",
         "params": float(params),
         "tokens": float(tokens),
-        "predicted_loss": point,
+        "predicted_loss": pinned_point if exact else point,
+        "point_from": "pinned_E" if exact else "free_E",
+        "free_E_predicted_loss": point,
         "interval": [min(ends), max(ends)],
         "bootstrap_interval": boot,
         "bootstrap_level": level,
         "bootstrap_resamples": int(len(draws)),
         "free_E": float(law.E),
         "pinned_E": {"E": E, "source": pinned_E_source if pinned_E is not None else "pure power law (E = 0)",
-                     "predicted_loss": pinned_point, "converged": pinned_fit.converged,
+                     "exact": exact, "predicted_loss": pinned_point, "converged": pinned_fit.converged,
                      "law": {k: float(getattr(pinned_fit, k)) for k in LAW_SAMPLE_KEYS}},
         "fit_runs": report.table.n_runs,
         "fit_input_sha256": fit_input_sha256(report.table),
@@ -85,6 +91,11 @@ def grade(forecast: dict, actual: float | None) -> dict:
     if actual is None:
         return {"actual_loss": None, "relative_error": None, "inside_interval": None}
     low, high = forecast["interval"]
-    return {"actual_loss": float(actual),
-            "relative_error": (float(actual) - forecast["predicted_loss"]) / forecast["predicted_loss"],
-            "inside_interval": bool(low <= actual <= high)}
+    graded = {"actual_loss": float(actual),
+              "relative_error": (float(actual) - forecast["predicted_loss"]) / forecast["predicted_loss"],
+              "inside_interval": bool(low <= actual <= high)}
+    for name, predicted in (("free_E", forecast.get("free_E_predicted_loss")),
+                            ("pinned_E", (forecast.get("pinned_E") or {}).get("predicted_loss"))):
+        if predicted is not None:
+            graded[f"{name}_relative_error"] = (float(actual) - predicted) / predicted
+    return graded

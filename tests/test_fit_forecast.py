@@ -71,3 +71,21 @@ def test_grade_is_the_relative_error_and_the_interval_check():
     assert grade(forecast, 2.2) == {"actual_loss": 2.2, "relative_error": pytest.approx(0.1), "inside_interval": False}
     assert grade(forecast, 1.95)["inside_interval"] is True
     assert grade(forecast, None)["relative_error"] is None
+
+
+def test_an_exact_floor_makes_the_pinned_law_the_point_forecast_and_grading_reports_both():
+    """With an exact E the forecast is the pinned law's prediction; the free law's stays beside it, and the
+    grade gives the error of each against the actual loss."""
+    report = fit_all(_table(noise=0.005, seed=3), approaches=("approach3",), holdout=0)
+    params, tokens = _far_run()
+    bound = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E)
+    exact = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E, pinned_E_exact=True)
+    assert bound["point_from"] == "free_E" and bound["predicted_loss"] == bound["free_E_predicted_loss"]
+    assert exact["point_from"] == "pinned_E" and exact["pinned_E"]["exact"]
+    assert exact["predicted_loss"] == exact["pinned_E"]["predicted_loss"]
+    assert exact["free_E_predicted_loss"] == bound["predicted_loss"]
+    actual = EXAMPLE_LAW.loss(params, tokens)
+    graded = grade(exact, actual)
+    assert graded["relative_error"] == pytest.approx((actual - exact["predicted_loss"]) / exact["predicted_loss"])
+    free = bound["predicted_loss"]
+    assert graded["free_E_relative_error"] == pytest.approx((actual - free) / free)

@@ -28,6 +28,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from analysis.fit_report import fit_all
 from analysis.forecast import forecast_run, grade
 from analysis.hyperparameter_laws import fit_hyperparameter_laws
@@ -38,7 +40,11 @@ from models.accounting import count_params
 from models.config import ModelShape
 from scaling.common.atomic import write_json_atomic
 from scaling.common.errors import InputError
-from scaling.data.token_store import TokenStore
+from scaling.data.token_store import TokenStore, meds_dir_of_store
+from scaling.synth.generate import world_settings
+from scaling.synth.replay import ReplayMismatch, patients_floor
+from scaling.train.batches import patient_evaluation_windows
+from scaling.train.config import TrainSection
 from scaling.train.run_dir import RunDir
 from sweeps.cluster import connect_ray, runtime_env, worker_env
 
@@ -202,13 +208,48 @@ def run_size(config: dict) -> tuple[int, float]:
     return count_params(shape)["total"], float(config["train"]["tokens"])
 
 
-def entropy_floor(data: str) -> float | None:
-    """The token store's entropy floor on the tuning split (a synthetic cohort's), or None."""
-    stats_path = Path(data) / "stats.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
-    tuning = (stats.get("entropy_floor") or {}).get("tuning") or {}
+@dataclass(frozen=True)
+class Floor:
+    """The loss no model of a run can beat, as far as its token store knows (a synthetic cohort's)."""
+
+    E: float
+    exact: bool  # the floor of exactly what the run's val loss scores, or only a lower bound
+    source: str
+
+
+def irreducible_floor(config: dict) -> Floor | None:
+    """The run's floor, or None when the store knows none (a real dataset).
+
+    Exact when the run trains in patient windows that hold every tuning patient whole (seq_len + 1 at least
+    the longest): the generator's -log p of the very targets its validation windows score. Otherwise the
+    store's floor on the tuning split, a lower bound: packed windows cut histories short, and a model
+    that sees less history than the generator cannot reach the generator's floor."""
+    store = TokenStore.open(config["data"])
+    tuning = (store.stats.get("entropy_floor") or {}).get("tuning") or {}
     values = [tuning[k] for k in ("nats_per_token", "nats_per_token_packed") if isinstance(tuning.get(k), float)]
-    return min(values) if values else None
+    if not values:
+        return None
+    bound = Floor(min(values), False, "entropy floor of the token store's tuning split (a lower bound: "
+                  "the run's windows do not hold whole patients)")
+    train = TrainSection(**{k: v for k, v in config["train"].items() if k in TrainSection.__dataclass_fields__})
+    split = store.split("tuning")
+    if train.window_mode != "patient" or int(np.diff(split.offsets).max()) > train.seq_len + 1:
+        return bound
+    try:
+        settings = world_settings(meds_dir_of_store(store))
+    except InputError:  # the cohort moved since it was tokenized: no replay
+        settings = None
+    if settings is None:
+        return bound
+    starts, _ = patient_evaluation_windows(split, train.seq_len, train.eval_tokens)
+    patients = np.searchsorted(split.offsets, starts, side="right") - 1  # one window per patient here
+    lengths = np.diff(split.offsets)[patients]
+    tokens = np.concatenate([np.asarray(split.tokens[split.offsets[p]:split.offsets[p + 1]]) for p in patients])
+    try:
+        E = patients_floor(tokens, np.r_[0, np.cumsum(lengths)], store.vocab, settings)
+    except ReplayMismatch:
+        return bound
+    return Floor(E, True, f"exact: the generator's -log p of the {len(patients):,} validation windows' targets")
 
 
 def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log) -> dict | None:
@@ -226,9 +267,9 @@ def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log
         log("no forecast: approach 3 could not be fitted to the table (see the recommendation's warnings)")
         return None
     params, tokens = run_size(config)
-    floor = entropy_floor(config["data"])
-    forecast = forecast_run(report, params, tokens, pinned_E=floor,
-                            pinned_E_source="entropy floor of the token store's tuning split" if floor else "")
+    floor = irreducible_floor(config)
+    forecast = forecast_run(report, params, tokens, pinned_E=floor.E if floor else None,
+                            pinned_E_source=floor.source if floor else "", pinned_E_exact=bool(floor and floor.exact))
     forecast = {"results": str(results), "made_before_training": not started, **forecast}
     write_json_atomic(path, forecast)
     low, high = forecast["interval"]

@@ -123,7 +123,22 @@ def _score(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, world: Wo
         "nll_total": total,
         "nll_first_tokens": first,
         "per_patient_nll": np.where(inside, nll, 0.0).sum(1),
+        "per_patient_first_nll": nll[:, 0] if len(scored) else np.zeros(0),
+        "scored": scored,
     }
+
+
+def patients_floor(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, settings: dict) -> float:
+    """The exact floor of a set of whole patients (flat tokens (N,), offsets (P + 1,)), scored as a model
+    scores windows that each hold one whole patient from its first token: the generator's -log p summed over
+    every token but each patient's first, over the count of those tokens. Raises ReplayMismatch when the
+    generator cannot score one of them (the floor would not be exact)."""
+    scored = score_token_split(tokens, offsets, vocab, settings)
+    if scored["patients_scored"] != len(offsets) - 1:
+        raise ReplayMismatch(f"{len(offsets) - 1 - scored['patients_scored']} of {len(offsets) - 1} patients "
+                             "cannot be scored by the generator")
+    targets = np.diff(offsets) - 1
+    return float((scored["per_patient_nll"] - scored["per_patient_first_nll"]).sum() / max(targets.sum(), 1))
 
 
 def entropy_floor(settings: dict, store: TokenStore, batch_patients: int = 4096) -> dict:

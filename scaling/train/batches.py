@@ -126,6 +126,21 @@ def patient_windows(
     return windows, inside[:, 1:].astype(np.float32)
 
 
+def patient_evaluation_windows(split: TokenSplit, seq_len: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patient-mode validation windows: (starts, ends of their patients) (W,), each patient's timeline cut
+    into consecutive windows of `seq_len` targets, evenly thinned to about `max_tokens` targets."""
+    starts_list, ends_list = [], []
+    for p in range(split.n_patients):
+        begin, end = int(split.offsets[p]), int(split.offsets[p + 1])
+        for s in range(begin, end - 1, seq_len):
+            starts_list.append(s)
+            ends_list.append(end)
+    starts_all, ends_all = np.asarray(starts_list, np.int64), np.asarray(ends_list, np.int64)
+    keep = max(1, min(len(starts_all), max_tokens // seq_len))
+    pick = np.linspace(0, len(starts_all) - 1, keep).round().astype(np.int64)
+    return starts_all[pick], ends_all[pick]
+
+
 def evaluation_batches(
     split: TokenSplit, batch_size: int, seq_len: int, max_tokens: int, pad_id: int, mode: str = "packed"
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -142,16 +157,7 @@ def evaluation_batches(
             chunk = starts[i : i + batch_size]
             yield gather_windows(split.tokens, chunk, seq_len + 1), np.ones((len(chunk), seq_len), np.float32)
         return
-    starts_list, ends_list = [], []
-    for p in range(split.n_patients):
-        begin, end = int(split.offsets[p]), int(split.offsets[p + 1])
-        for s in range(begin, end - 1, seq_len):
-            starts_list.append(s)
-            ends_list.append(end)
-    starts_all, ends_all = np.asarray(starts_list, np.int64), np.asarray(ends_list, np.int64)
-    keep = max(1, min(len(starts_all), max_tokens // seq_len))
-    pick = np.linspace(0, len(starts_all) - 1, keep).round().astype(np.int64)
-    starts_all, ends_all = starts_all[pick], ends_all[pick]
+    starts_all, ends_all = patient_evaluation_windows(split, seq_len, max_tokens)
     for i in range(0, len(starts_all), batch_size):
         yield patient_windows(split.tokens, starts_all[i : i + batch_size], ends_all[i : i + batch_size],
                               seq_len + 1, pad_id)
