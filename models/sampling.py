@@ -9,6 +9,10 @@ A row stops at a stop token (end of timeline, death), when its clock passes its 
 gives the minutes each token advances the clock: interval tokens advance it, others don't; the token
 that crosses the horizon is not kept), or after `max_new_tokens`. Stopped rows emit `pad_id`.
 
+With `outcome_masks` (M, vocab), `generate` also returns, for every step, the probability the sampling
+distribution gave each mask's tokens, (B, max_new_tokens, M), 0 once a row has stopped: what an estimator
+that uses the model's probabilities instead of the sampled 0/1 outcome accumulates along each future.
+
 `generate_without_cache` recomputes the whole prefix at every step; it exists to measure what the
 cache buys (`scaling bench sample`) and to test that both give the same tokens.
 """
@@ -76,21 +80,25 @@ def sample_categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
 
 def generate(model: Decoder, prompts: list[np.ndarray], key: jax.Array, settings: SamplingSettings, *,
              pad_id: int, stop_ids: tuple[int, ...] = (), minutes_per_token: np.ndarray | None = None,
-             horizon_minutes: np.ndarray | float = np.inf) -> np.ndarray:
-    """Sample continuations of `prompts`: (B, max_new_tokens) int32, pad_id after each row stops."""
+             horizon_minutes: np.ndarray | float = np.inf, outcome_masks: np.ndarray | None = None):
+    """Sample continuations of `prompts`: (B, max_new_tokens) int32, pad_id after each row stops; with
+    `outcome_masks` (M, vocab), also each step's probability of each mask's tokens (B, max_new_tokens, M)."""
     tokens, positions = left_pad(prompts, pad_id)
     vocab = model.shape.vocab_size
     minutes = jnp.asarray(np.zeros(vocab) if minutes_per_token is None else minutes_per_token, jnp.float32)
     horizon = jnp.broadcast_to(jnp.asarray(horizon_minutes, jnp.float32), (len(prompts),))
     stop_mask = _stop_mask(vocab, stop_ids)
+    masks = jnp.zeros((0, vocab), jnp.float32) if outcome_masks is None else jnp.asarray(outcome_masks, jnp.float32)
     graphdef, state = nnx.split(model)
     cache_len = tokens.shape[1] + settings.max_new_tokens
-    return np.asarray(_generate(graphdef, state, jnp.asarray(tokens), jnp.asarray(positions), key, minutes, horizon,
-                                stop_mask, pad_id, cache_len, settings))
+    out, probs = _generate(graphdef, state, jnp.asarray(tokens), jnp.asarray(positions), key, minutes, horizon,
+                           stop_mask, masks, pad_id, cache_len, settings)
+    return np.asarray(out) if outcome_masks is None else (np.asarray(out), np.asarray(probs))
 
 
 @partial(jax.jit, static_argnames=("graphdef", "pad_id", "cache_len", "settings"))
-def _generate(graphdef, state, tokens, positions, key, minutes, horizon, stop_mask, pad_id, cache_len, settings):
+def _generate(graphdef, state, tokens, positions, key, minutes, horizon, stop_mask, masks, pad_id, cache_len,
+              settings):
     model = nnx.merge(graphdef, state)
     B = tokens.shape[0]
     cache = model.init_cache(B, cache_len)
@@ -100,24 +108,27 @@ def _generate(graphdef, state, tokens, positions, key, minutes, horizon, stop_ma
     keys = jax.random.split(key, settings.max_new_tokens)
 
     def step(carry):
-        t, logits, cache, position, clock, done, out = carry
+        t, logits, cache, position, clock, done, out, probs = carry
         logits = logits.at[:, pad_id].set(-jnp.inf)  # padding is never a sample
-        choice = sample_categorical(
-            keys[t], filter_logits(logits, settings.temperature, settings.top_k, settings.top_p))  # (B,)
+        filtered = filter_logits(logits, settings.temperature, settings.top_k, settings.top_p)  # (B, vocab)
+        choice = sample_categorical(keys[t], filtered)  # (B,)
+        if masks.shape[0]:  # (B, M): the sampling distribution's mass on each mask, for rows still going
+            probs = probs.at[:, t].set(jnp.where(done[:, None], 0.0, jax.nn.softmax(filtered, axis=-1) @ masks.T))
         clock = clock + minutes[choice]
         past_horizon = clock >= horizon
         out = out.at[:, t].set(jnp.where(done | past_horizon, pad_id, choice))
         done = done | past_horizon | stop_mask[choice]
         new_logits, cache = model.forward_with_cache(choice[:, None], position[:, None], cache)
-        return t + 1, new_logits[:, -1], cache, position + 1, clock, done, out
+        return t + 1, new_logits[:, -1], cache, position + 1, clock, done, out, probs
 
     # Stop as soon as every row has stopped; the rest of `out` stays padding.
     def keep_going(carry):
         return (carry[0] < settings.max_new_tokens) & ~jnp.all(carry[5])
 
     out = jnp.full((B, settings.max_new_tokens), pad_id, jnp.int32)
-    carry = (0, logits[:, -1], cache, next_position, jnp.zeros(B, jnp.float32), jnp.zeros(B, bool), out)
-    return jax.lax.while_loop(keep_going, step, carry)[-1]  # (B, max_new_tokens)
+    probs = jnp.zeros((B, settings.max_new_tokens, masks.shape[0]), jnp.float32)
+    carry = (0, logits[:, -1], cache, next_position, jnp.zeros(B, jnp.float32), jnp.zeros(B, bool), out, probs)
+    return jax.lax.while_loop(keep_going, step, carry)[-2:]  # (B, max_new_tokens), (B, max_new_tokens, M)
 
 
 def generate_without_cache(model: Decoder, prompts: list[np.ndarray], key: jax.Array, settings: SamplingSettings,

@@ -62,19 +62,23 @@ def test_evaluate_reports_model_baselines_and_oracle(run, run_cli):
         metric = "brier" if task["kind"] == "binary" else "mae"
         assert task["model"][metric] >= 0 and task["oracle"][metric] >= 0
         assert [p["samples"] for p in task["by_samples"]] == [1, 2, 4]
+        # every synthetic task but the duration one has outcome tokens: the probability estimator scores it too
+        has_probability = task["kind"] != "duration"
+        assert (task["model_probability"] is not None) == has_probability
+        assert all(("probability" in p) == has_probability for p in task["by_samples"])
         if task["kind"] == "binary" and task["model"]["auroc"] is None:
             assert any("too few positives" in w for w in task["warnings"])
     assert (out / "evaluation.json").is_file() and (out / "metric_vs_samples.png").is_file()
     predictions = pq.read_table(out / "predictions.parquet")
-    assert set(predictions.column_names) >= {"task", "subject_id", "prediction_time", "label", "model", "logistic",
-                                             "gbdt", "oracle"}
+    assert set(predictions.column_names) >= {"task", "subject_id", "prediction_time", "label", "model",
+                                             "model_probability", "logistic", "gbdt", "oracle"}
     assert predictions.num_rows == sum(t["n"] for t in report["tasks"])
     # binary tasks' predictions, per estimator, pass meds-evaluation's own schema validation
     from meds_evaluation.schema import PredictionSchema
 
     binary = [t for t in report["tasks"] if t["kind"] == "binary"]
     for task in binary:
-        for estimator in ("model", "logistic", "gbdt", "oracle"):
+        for estimator in ("model", "model_probability", "logistic", "gbdt", "oracle"):
             table = pq.read_table(out / "meds_predictions" / task["name"] / f"{estimator}.parquet")
             PredictionSchema.validate(table)  # raises on a schema it does not accept
             rows = predictions.filter(pc.equal(predictions["task"], task["name"]))

@@ -83,3 +83,31 @@ def test_inverse_cdf_draws_follow_the_softmax_and_never_a_masked_token():
     # each frequency within 4 binomial standard errors of its probability
     se = np.sqrt(p * (1 - p) / len(draws))
     np.testing.assert_array_less(np.abs(counts / len(draws) - p), 4 * se + 1e-12)
+
+
+def test_outcome_probabilities_are_the_sampling_distributions_mass_on_each_mask(model):
+    """Each step's reported mass equals softmax(filtered logits) of the prefix, computed without the cache,
+    summed over the mask's tokens; rows that stopped report 0; the tokens are those sampled without masks."""
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(2, 31, n) for n in (5, 9)]
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.8, top_k=20)
+    masks = np.zeros((2, 31), bool)
+    masks[0, [5, 6]] = True
+    masks[1, 20:31] = True
+    out, probs = generate(model, prompts, jax.random.key(3), settings, pad_id=0, stop_ids=(5, 6),
+                          outcome_masks=masks)
+    np.testing.assert_array_equal(out, generate(model, prompts, jax.random.key(3), settings, pad_id=0,
+                                                stop_ids=(5, 6)))
+    assert probs.shape == (2, 12, 2)
+    for row, prompt in enumerate(prompts):
+        # one causal pass over prompt + sampled tokens: position len(prompt) - 1 + t predicts token t
+        logits = model(jnp.asarray(np.concatenate([prompt, out[row]]))[None])[0]
+        stopped = False
+        for t in range(12):
+            if stopped:
+                assert (probs[row, t] == 0).all()
+                continue
+            step_logits = logits[len(prompt) - 1 + t].at[0].set(-jnp.inf)
+            p = np.asarray(jax.nn.softmax(filter_logits(step_logits, 0.8, 20, 1.0)))
+            np.testing.assert_allclose(probs[row, t], [p[masks[0]].sum(), p[masks[1]].sum()], atol=2e-5)
+            stopped = out[row, t] in (5, 6)

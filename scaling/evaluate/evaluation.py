@@ -31,7 +31,13 @@ from scaling.evaluate.labels import Cohort, PredictionTimes, prediction_times, t
 from scaling.evaluate.meds_predictions import meds_predictions
 from scaling.evaluate.metrics import bootstrap_indices, point_metrics, task_metrics
 from scaling.evaluate.oracle import Oracle, world_settings
-from scaling.evaluate.outcomes import estimate_from_samples, outcome_values
+from scaling.evaluate.outcomes import (
+    estimate_from_probabilities,
+    estimate_from_samples,
+    outcome_token_mask,
+    outcome_values,
+    probability_values,
+)
 from scaling.evaluate.simulate import SimulationSettings, history_prompts, simulate_futures
 from scaling.evaluate.tasks import PredictionRule, Task
 from scaling.train.run_dir import FINISHED, RunDir
@@ -153,23 +159,35 @@ class Evaluation:
         report_tasks, tables = [], []
         simulation = {"futures": 0, "truncated": 0, "generated_tokens": 0, "seconds": 0.0}
         for group in self.groups:
-            if not len(group.times):
-                values_by_task = {ts.task.name: np.zeros((0, K)) for ts in group.tasks}
-            else:
+            masks = {ts.task.name: outcome_token_mask(ts.task, store.vocab, model.shape.vocab_size)
+                     for ts in group.tasks}
+            masks = {name: mask for name, mask in masks.items() if mask is not None}
+            values_by_task = {ts.task.name: np.zeros((0, K)) for ts in group.tasks}
+            probability_by_task = {name: np.zeros((0, K)) for name in masks}
+            if len(group.times):
                 started = time.perf_counter()
                 prompts = history_prompts(self.cohort, group.times, store.vocab)
-                futures, tokens = simulate_futures(model, store.vocab, prompts, group.horizon_minutes, s.simulation(),
-                                                   log=self.log)
+                futures, tokens, probs = simulate_futures(
+                    model, store.vocab, prompts, group.horizon_minutes, s.simulation(), log=self.log,
+                    outcome_masks=np.array(list(masks.values())).reshape(len(masks), model.shape.vocab_size))
                 simulation["seconds"] += time.perf_counter() - started
                 simulation["futures"] += len(tokens)
                 simulation["truncated"] += int((tokens[:, -1] != store.vocab.pad_id).sum())
                 simulation["generated_tokens"] += int((tokens != store.vocab.pad_id).sum())
                 values_by_task = {ts.task.name: outcome_values(ts.task, futures).reshape(len(group.times), K)
                                   for ts in group.tasks}
+                tasks = {ts.task.name: ts.task for ts in group.tasks}
+                probability_by_task = {
+                    name: probability_values(tasks[name], tokens, probs[:, :, m], store.vocab).reshape(-1, K)
+                    for m, name in enumerate(masks)}
             for ts in group.tasks:
                 values = values_by_task[ts.task.name][ts.rows]
-                report_tasks.append(self._task_report(ts, values))
-                tables.append(self._prediction_table(ts, group, estimate_from_samples(ts.task, values)))
+                probability = probability_by_task.get(ts.task.name)
+                probability = None if probability is None else probability[ts.rows]
+                report_tasks.append(self._task_report(ts, values, probability))
+                tables.append(self._prediction_table(
+                    ts, group, estimate_from_samples(ts.task, values),
+                    None if probability is None else estimate_from_probabilities(ts.task, probability)))
         simulation["truncated_fraction"] = simulation["truncated"] / max(simulation["futures"], 1)
         simulation["tokens_per_s"] = round(simulation["generated_tokens"] / max(simulation["seconds"], 1e-9), 1)
         simulation["seconds"] = round(simulation["seconds"], 2)
@@ -183,7 +201,9 @@ class Evaluation:
             "predictions": pa.concat_tables(tables) if tables else None,
         }
 
-    def _task_report(self, ts: TaskSet, values: np.ndarray) -> dict:
+    def _task_report(self, ts: TaskSet, values: np.ndarray, probability: np.ndarray | None = None) -> dict:
+        """The task's metrics; `values` (n, K) the outcome each future drew, `probability` (n, K) each future's
+        probability estimate (outcomes.probability_values), when the task has one."""
         task, y, s = ts.task, ts.labels, self.settings
         n = len(y)
         report: dict = {"name": task.name, "kind": task.kind, "description": task.description,
@@ -197,13 +217,16 @@ class Evaluation:
                                           f"AUROC and AUPRC need at least {s.min_positives} of each")
         if n < 2:
             report["warnings"].append(f"{n} predictions; nothing to score")
-            report.update(model=None, baselines={name: None for name in BASELINES}, oracle=None, by_samples=[])
+            report.update(model=None, model_probability=None, baselines={name: None for name in BASELINES},
+                          oracle=None, by_samples=[])
             return report
 
         def score(estimate: np.ndarray) -> dict:
             return task_metrics(task.kind, y, estimate, ts.resamples, s.min_positives)
 
         report["model"] = score(estimate_from_samples(task, values))
+        report["model_probability"] = (score(estimate_from_probabilities(task, probability))
+                                       if probability is not None else None)
         report["baselines"] = {}
         for name in BASELINES:
             predictions = ts.baselines.get(name)
@@ -216,7 +239,10 @@ class Evaluation:
         report["oracle"] = self._oracle_report(ts) if ts.oracle is not None else None
         ranking = task.kind != "binary" or min(y.sum(), n - y.sum()) >= s.min_positives
         report["by_samples"] = [
-            {"samples": k, **point_metrics(task.kind, y, estimate_from_samples(task, values[:, :k]), ranking)}
+            {"samples": k, **point_metrics(task.kind, y, estimate_from_samples(task, values[:, :k]), ranking),
+             **({"probability": point_metrics(task.kind, y, estimate_from_probabilities(task, probability[:, :k]),
+                                              ranking)}
+                if probability is not None else {})}
             for k in samples_ladder(values.shape[1])
         ]
         return report
@@ -232,7 +258,8 @@ class Evaluation:
         return {**out, "samples": self.settings.oracle_samples, "n": len(replayed),
                 "note": f"the generator replayed {len(replayed)} of {len(ts.oracle)} histories"}
 
-    def _prediction_table(self, ts: TaskSet, group: RuleGroup, model_estimate: np.ndarray) -> pa.Table:
+    def _prediction_table(self, ts: TaskSet, group: RuleGroup, model_estimate: np.ndarray,
+                          probability_estimate: np.ndarray | None = None) -> pa.Table:
         times = group.times.take(ts.rows)
         columns = {
             "task": pa.array([ts.task.name] * len(ts.rows), pa.string()),
@@ -240,6 +267,8 @@ class Evaluation:
             "prediction_time": pa.array(times.time_us, pa.int64()).cast(pa.timestamp("us")),
             "label": pa.array(ts.labels, pa.float64()),
             "model": pa.array(model_estimate, pa.float64()),
+            "model_probability": pa.array(probability_estimate if probability_estimate is not None
+                                          else np.full(len(ts.rows), np.nan), pa.float64()),
         }
         for name in BASELINES:
             predictions = ts.baselines.get(name)

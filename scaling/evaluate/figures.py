@@ -1,7 +1,8 @@
 """Figures of downstream evaluation, as matplotlib Figures (no pyplot state):
 
 - metric_vs_samples: for one run, each task's primary metric (AUROC for binary tasks, MAE for counts
-  and durations) against K, the number of simulated futures per patient (inference-time compute);
+  and durations) against K, the number of simulated futures per patient (inference-time compute), for
+  both estimators (the outcome each future drew, and the model's probabilities summed along it);
 - metric_vs_compute / metric_vs_loss: for several runs, each task's primary metric against the run's
   training compute C (summary.json `flops`, 6·N·D) and against its validation loss.
 
@@ -61,7 +62,13 @@ def plot_metric_vs_samples(report: dict) -> figure.Figure | None:
     for ax, task in zip(axes, tasks):
         metric = PRIMARY_METRIC[task["kind"]]
         points = [(p["samples"], p[metric]) for p in task["by_samples"] if p.get(metric) is not None]
-        ax.plot([k for k, _ in points], [v for _, v in points], "o-", color="tab:blue", label="model (K futures)")
+        ax.plot([k for k, _ in points], [v for _, v in points], "o-", color="tab:blue",
+                label="model: outcome drawn (K futures)")
+        summed = [(p["samples"], p["probability"][metric]) for p in task["by_samples"]
+                  if (p.get("probability") or {}).get(metric) is not None]
+        if summed:
+            ax.plot([k for k, _ in summed], [v for _, v in summed], "s-", color="tab:purple",
+                    label="model: probabilities summed (same futures)")
         _references(ax, task, metric)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("simulated futures per patient K")

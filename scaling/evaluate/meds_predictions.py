@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-ESTIMATORS = ("model", "logistic", "gbdt", "oracle")  # the predictions table's estimate columns
+ESTIMATORS = ("model", "model_probability", "logistic", "gbdt", "oracle")  # the predictions table's estimate columns
 SCHEMA = pa.schema([
     ("subject_id", pa.int64()),
     ("prediction_time", pa.timestamp("us")),

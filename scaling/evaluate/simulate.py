@@ -120,11 +120,12 @@ def decode_futures(tokens: np.ndarray, vocab: Vocabulary, pad_id: int) -> Future
 
 def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray], horizon_minutes: float,
                      settings: SimulationSettings = SimulationSettings(), log=None,
-                     max_prompt_tokens: int | None = None) -> tuple[Futures, np.ndarray]:
+                     max_prompt_tokens: int | None = None, outcome_masks: np.ndarray | None = None):
     """K futures of each prompt, up to the horizon, [EOS], death or the token budget.
 
     Returns the decoded futures (row i * K + k is sample k of prompt i) and the sampled tokens
-    (rows, max_new_tokens), padding after each row's end.
+    (rows, max_new_tokens), padding after each row's end; with `outcome_masks` (M, model vocab) also each
+    step's probability of each mask's tokens (rows, max_new_tokens, M) (models.sampling.generate).
 
     A model never sees more tokens than its context (positions past the trained ones are guesses). When
     the longest prompt and the whole budget fit in it, futures are sampled in one round. Otherwise they
@@ -145,6 +146,8 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     minutes = np.zeros(model.shape.vocab_size, np.float32)
     minutes[: vocab.size] = clock_minutes(vocab)
     out = np.full((len(rows), settings.max_new_tokens), vocab.pad_id, np.int32)
+    masks = None if outcome_masks is None else np.asarray(outcome_masks, bool)
+    probs = np.zeros((len(rows), settings.max_new_tokens, 0 if masks is None else len(masks)), np.float32)
     clock = np.zeros(len(rows), np.float64)  # minutes each row's sampled tokens advanced its clock
     active = np.arange(len(rows))  # rows that used every token of every round so far
     key = jax.random.key(settings.seed)
@@ -154,16 +157,19 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
         new = min(round_tokens, settings.max_new_tokens - done)
         round_prompts = [cut_prompt(np.concatenate([rows[i], out[i, :done]]), limit, vocab) for i in active]
         key, sub = jax.random.split(key)
-        sampled = _sample_round(model, round_prompts, sub, replace(settings, max_new_tokens=new), vocab.pad_id,
-                                stop_ids, minutes, horizon_minutes - clock[active])  # (len(active), new)
+        sampled, round_probs = _sample_round(model, round_prompts, sub, replace(settings, max_new_tokens=new),
+                                             vocab.pad_id, stop_ids, minutes, horizon_minutes - clock[active],
+                                             masks)  # (len(active), new), (len(active), new, M)
         out[active, done : done + new] = sampled
+        probs[active, done : done + new] = round_probs
         clock[active] += minutes[sampled].sum(1)
         stopped = (sampled == vocab.pad_id).any(1) | np.isin(sampled, stop_ids).any(1)
         active, done, rounds = active[~stopped], done + new, rounds + 1
     if log:
         log(f"sampled {len(rows):,} futures in {rounds} round(s) of up to {round_tokens} tokens "
             f"({time.perf_counter() - started:.1f} s); {len(active):,} hit the budget of {settings.max_new_tokens}")
-    return decode_futures(out, vocab, vocab.pad_id), out
+    futures = decode_futures(out, vocab, vocab.pad_id)
+    return (futures, out) if masks is None else (futures, out, probs)
 
 
 def stop_token_ids(vocab: Vocabulary) -> tuple[int, ...]:
@@ -172,8 +178,10 @@ def stop_token_ids(vocab: Vocabulary) -> tuple[int, ...]:
 
 
 def _sample_round(model: Decoder, prompts: list[np.ndarray], key: jax.Array, settings: SimulationSettings,
-                  pad_id: int, stop_ids: tuple[int, ...], minutes: np.ndarray, horizons: np.ndarray) -> np.ndarray:
-    """One round of `simulate_futures`: (len(prompts), settings.max_new_tokens) sampled tokens.
+                  pad_id: int, stop_ids: tuple[int, ...], minutes: np.ndarray, horizons: np.ndarray,
+                  masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One round of `simulate_futures`: (len(prompts), settings.max_new_tokens) sampled tokens and each step's
+    mass on each outcome mask (len(prompts), settings.max_new_tokens, M) (M = 0 without masks).
 
     Prompts are sorted by length so that one call holds prompts of similar widths; widths are bucketed
     and calls padded with filler rows to a power of four, so the jitted sampler compiles a few times.
@@ -181,6 +189,7 @@ def _sample_round(model: Decoder, prompts: list[np.ndarray], key: jax.Array, set
     sampling = SamplingSettings(settings.max_new_tokens, settings.temperature, settings.top_k, settings.top_p)
     order = np.argsort([len(p) for p in prompts], kind="stable")
     out = np.empty((len(prompts), settings.max_new_tokens), np.int32)
+    probs = np.zeros((len(prompts), settings.max_new_tokens, 0 if masks is None else len(masks)), np.float32)
     widest = _bucket(len(prompts[order[-1]]))
     shape = model.shape
     row_bytes = 4 * widest * max(2 * shape.d_ff, shape.n_heads * (widest + settings.max_new_tokens))
@@ -194,9 +203,12 @@ def _sample_round(model: Decoder, prompts: list[np.ndarray], key: jax.Array, set
         horizon = np.r_[horizons[chunk], np.zeros(fillers)]
         key, sub = jax.random.split(key)
         sampled = generate(model, batch, sub, sampling, pad_id=pad_id, stop_ids=stop_ids, minutes_per_token=minutes,
-                           horizon_minutes=horizon)
+                           horizon_minutes=horizon, outcome_masks=masks)
+        if masks is not None:
+            sampled, chunk_probs = sampled
+            probs[chunk] = chunk_probs[: len(chunk)]
         out[chunk] = sampled[: len(chunk)]
-    return out
+    return out, probs
 
 
 def _power_of_four(n: int) -> int:

@@ -128,17 +128,21 @@ def _score(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, world: Wo
     }
 
 
-def patients_floor(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, settings: dict) -> float:
+def patients_floor(tokens: np.ndarray, offsets: np.ndarray, vocab: Vocabulary, settings: dict) -> dict:
     """The exact floor of a set of whole patients (flat tokens (N,), offsets (P + 1,)), scored as a model
     scores windows that each hold one whole patient from its first token: the generator's -log p summed over
-    every token but each patient's first, over the count of those tokens. Raises ReplayMismatch when the
-    generator cannot score one of them (the floor would not be exact)."""
+    every token but each patient's first, over the count of those tokens (`nats_per_token`). Patients the
+    generator cannot score (a code too rare for the vocabulary) are left out and counted:
+    `unscored_patients`, and `unscored_target_fraction` of the targets they hold."""
     scored = score_token_split(tokens, offsets, vocab, settings)
-    if scored["patients_scored"] != len(offsets) - 1:
-        raise ReplayMismatch(f"{len(offsets) - 1 - scored['patients_scored']} of {len(offsets) - 1} patients "
-                             "cannot be scored by the generator")
-    targets = np.diff(offsets) - 1
-    return float((scored["per_patient_nll"] - scored["per_patient_first_nll"]).sum() / max(targets.sum(), 1))
+    targets = np.maximum(np.diff(offsets) - 1, 0)
+    scored_targets = targets[scored["scored"]].sum()
+    return {
+        "nats_per_token": float((scored["per_patient_nll"] - scored["per_patient_first_nll"]).sum()
+                                / max(scored_targets, 1)),
+        "unscored_patients": int(len(targets) - len(scored["scored"])),
+        "unscored_target_fraction": float(1 - scored_targets / max(targets.sum(), 1)),
+    }
 
 
 def entropy_floor(settings: dict, store: TokenStore, batch_patients: int = 4096) -> dict:

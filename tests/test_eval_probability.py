@@ -1,0 +1,100 @@
+"""The estimator that uses the model's probabilities: which tokens are an outcome, the minutes of each step,
+the sums by hand, and agreement in expectation with the 0/1 outcome of the same futures."""
+
+import numpy as np
+import pytest
+from eval_builders import FIRST_DISCHARGE, HAND_ROWS, task
+from flax import nnx
+from meds_builders import write_dataset
+
+from models.decoder import Decoder
+from models.ladder import family_shape
+from scaling.data.meds_io import read_meds
+from scaling.data.scheme import DAY, MONTH
+from scaling.data.token_store import TokenStore
+from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
+from scaling.evaluate.labels import Cohort, history_prompts, prediction_times
+from scaling.evaluate.outcomes import (
+    estimate_from_probabilities,
+    event_minutes,
+    outcome_token_mask,
+    outcome_values,
+    probability_values,
+)
+from scaling.evaluate.simulate import SimulationSettings, decode_futures, simulate_futures
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand")
+    meds = write_dataset(root / "meds", {"data.parquet": HAND_ROWS}, {s: "train" for s in range(1, 7)})
+    tokenize_dataset(meds, root / "tokens", TokenizerSettings(min_count=1))
+    return Cohort.from_dataset(read_meds(meds)), TokenStore.open(root / "tokens").vocab
+
+
+def ids(vocab, names):
+    return [vocab.pad_id if n == "PAD" else vocab.id(n) for n in names]
+
+
+def test_event_minutes_are_those_decoding_gives_each_event(hand):
+    _, vocab = hand
+    row = ids(vocab, ["TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT", "TIME//6mo", "TIME//6mo", "VISIT//EMERGENCY",
+                      "TIME//6mo", "VISIT//OUTPATIENT", "PAD"])
+    tokens = np.array([row], np.int32)
+    minutes = event_minutes(tokens, vocab)[0]
+    decoded = decode_futures(tokens, vocab, vocab.pad_id).minutes
+    # the events sit at steps 1, 4 and 6; a run of 6-month tokens ends half a token after its last one's start:
+    # two of them stand for 15 months, one for 9
+    np.testing.assert_allclose(minutes[[1, 4, 6]], decoded)
+    np.testing.assert_allclose(minutes[[1, 4, 6]], [2 * DAY, 2 * DAY + 15 * MONTH, 2 * DAY + 24 * MONTH])
+    assert minutes[0] == 0.0
+
+
+def test_outcome_tokens_are_the_code_heads_a_prefix_decides(hand):
+    _, vocab = hand
+    discharge = outcome_token_mask(task("d", "binary", FIRST_DISCHARGE, ("HOSPITAL_DISCHARGE//",), 30), vocab)
+    assert [vocab.tokens[i] for i in np.flatnonzero(discharge)] == ["HOSPITAL_DISCHARGE//INPATIENT"]
+    longer_than_a_head = task("m", "binary", FIRST_DISCHARGE, ("MEDICATION//ATC//A10BA",), 30)
+    assert outcome_token_mask(longer_than_a_head, vocab) is None  # A10 is one token; A10BA is decided later
+    assert outcome_token_mask(task("los", "duration", FIRST_DISCHARGE, ("HOSPITAL_DISCHARGE//",), 30), vocab) is None
+    assert len(outcome_token_mask(task("d", "count", FIRST_DISCHARGE, ("VISIT//",), 30), vocab, 100)) == 100
+
+
+def test_probability_sums_by_hand(hand):
+    """Steps in (0, horizon]; a binary outcome sums up to and including its first occurrence, a count all."""
+    _, vocab = hand
+    row = ids(vocab, ["TIME//1d-3d", "HOSPITAL_DISCHARGE//INPATIENT", "TIME//1d-3d", "VISIT//EMERGENCY",
+                      "TIME//1d-3d", "VISIT//EMERGENCY", "PAD"])
+    tokens = np.array([row, row], np.int32)
+    probs = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.0]] * 2)
+    year, three_days = 365, 3
+    emergency = ("VISIT//EMERGENCY",)
+    assert probability_values(task("b", "binary", FIRST_DISCHARGE, emergency, year), tokens, probs,
+                              vocab) == pytest.approx([0.9, 0.9])
+    assert probability_values(task("c", "count", FIRST_DISCHARGE, emergency, year), tokens, probs,
+                              vocab) == pytest.approx([2.0, 2.0])
+    # within 3 days only steps 1 and 2 (2 days) count, and the emergency at 4 days is past the horizon
+    assert probability_values(task("b", "binary", FIRST_DISCHARGE, emergency, three_days), tokens, probs,
+                              vocab) == pytest.approx([0.5, 0.5])
+    binary = task("b", "binary", FIRST_DISCHARGE, emergency, year)
+    assert estimate_from_probabilities(binary, np.array([[0.9, 1.6]])).tolist() == [1.0]
+
+
+def test_probability_estimate_agrees_with_the_drawn_outcome_and_varies_less(hand):
+    """Over many futures of one model, the mean of each future's probability sum and the fraction of futures
+    with the outcome estimate the same probability (within 4 standard errors), the former with less spread."""
+    cohort, vocab = hand
+    prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)[:2]
+    model = Decoder(family_shape(16, vocab.size, 64, n_layers=1), rngs=nnx.Rngs(4))
+    outcome = task("e", "binary", FIRST_DISCHARGE, ("VISIT//",), 3650)
+    mask = outcome_token_mask(outcome, vocab, model.shape.vocab_size)
+    K = 600
+    futures, tokens, probs = simulate_futures(model, vocab, prompts, np.inf,
+                                              SimulationSettings(samples=K, max_new_tokens=12, seed=5),
+                                              outcome_masks=mask[None])
+    drawn = outcome_values(outcome, futures).reshape(len(prompts), K)
+    summed = probability_values(outcome, tokens, probs[:, :, 0], vocab).reshape(len(prompts), K)
+    for d, p in zip(drawn, summed):
+        assert 0.05 < d.mean() < 0.95  # the test has power: the outcome is neither rare nor certain
+        assert abs(d.mean() - p.mean()) < 4 * d.std() / np.sqrt(K)
+        assert p.std() < d.std()
