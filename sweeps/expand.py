@@ -36,13 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.hyperparameter_laws import HyperparameterLaws, fit_hyperparameter_laws
+from analysis.results_table import NotEnoughData, load_results
 from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
 from models.ladder import family_shape, shape_for_params
 from scaling.common.errors import InputError
 from scaling.data.token_store import TokenStore, TrainSubset, train_subset
 from scaling.train.config import parse_run_config
-from sweeps.grid import FAMILY_KEYS, Grid
+from sweeps.grid import FAMILY_KEYS, LAW, Grid
 from sweeps.run_store import data_identity, make_run_id
 
 ROLES = ("run", "stable", "branch")  # stable segments of wsd_branches are not result rows
@@ -126,10 +128,11 @@ def expand_grid(grid: Grid) -> Expansion:
     subsets = unique_data_subsets(grid, store if has_train else None)
     expand_kind = {"isoflop": _isoflop, "params_x_tokens": _params_x_tokens, "wsd_branches": _wsd_branches}
     runs, warnings = [], []
+    laws = learning_rate_law(grid)
     for variant in hyperparameter_variants(grid):
         for seed in grid.replicate_seeds:
             for unique, subset in subsets:
-                builder = _Builder(variant, vocab_size, identity, seed, unique, subset)
+                builder = _Builder(variant, vocab_size, identity, seed, unique, subset, laws)
                 runs += expand_kind[grid.axes.kind](variant, builder)
                 warnings += builder.warnings
     _check_duplicates(grid, runs)
@@ -142,6 +145,16 @@ def expand_grid(grid: Grid) -> Expansion:
             warnings.append(f"the longest run trains on {most:,} tokens, {most / train_tokens:.1f}x the "
                             f"{train_tokens:,} tokens of the train split (repeated data flattens the law)")
     return Expansion(grid, vocab_size, tuple(runs), tuple(warnings), train_tokens)
+
+
+def learning_rate_law(grid: Grid) -> HyperparameterLaws | None:
+    """The side sweep's laws when train.lr = "law" (grid.hyperparameters), else None."""
+    if grid.train.get("lr") != LAW:
+        return None
+    try:
+        return fit_hyperparameter_laws(load_results(grid.hyperparameters))
+    except (NotEnoughData, InputError) as e:
+        raise InputError(f"{grid.source}: hyperparameters = {grid.hyperparameters}: {e}") from None
 
 
 def hyperparameter_variants(grid: Grid) -> list[Grid]:
@@ -189,9 +202,10 @@ class _Builder:
     """Turns (size, steps, schedule) into a PlannedRun with a validated run config."""
 
     def __init__(self, grid: Grid, vocab_size: int, identity: str, seed: int, unique: float | None = None,
-                 subset: TrainSubset | None = None):
+                 subset: TrainSubset | None = None, laws: HyperparameterLaws | None = None):
         self.grid, self.vocab_size, self.identity, self.seed = grid, vocab_size, identity, seed
         self.unique, self.subset = unique, subset  # the axis value (None: no axis), its subset (None: no store)
+        self.laws = laws  # train.lr = "law": the side sweep's lr_opt(C)
         self.max_seq_len = grid.model.get("max_seq_len") or grid.seq_len
         self.warnings: list[str] = []
 
@@ -229,6 +243,14 @@ class _Builder:
         model = {k: getattr(shape, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}
         model.update({k: v for k, v in grid.model.items() if k not in FAMILY_KEYS})
         train = {**grid.train, **(train_extra or {}), "steps": int(steps)}
+        tokens = steps * grid.tokens_per_step
+        if self.laws is not None:  # lr_opt at the run's budget (its own compute outside an isoflop grid)
+            compute = budget if budget is not None else self.flops_per_token(shape) * tokens
+            train["lr"] = self.laws.lr(compute)
+            largest = max(o["budget"] for o in self.laws.optima)
+            if compute > 30 * largest:
+                self.warnings.append(f"train.lr = \"law\": some runs read the side sweep's law more than 30x past "
+                                     f"its largest budget ({largest:.3g} FLOPs)")
         if self.unique is not None:
             train["unique_tokens"] = self.unique
             what = f"{what or f'size {size:g}'}, unique tokens {self.unique:.3g}"
@@ -239,7 +261,6 @@ class _Builder:
             raise InputError(f"{e} (in the run for {what or f'size {size:g}'})") from None
         unique_tokens = self.subset.tokens if self.subset is not None else parsed.train.unique_tokens
         counts = count_params(shape)
-        tokens = steps * grid.tokens_per_step
         run_id = make_run_id(config, self.identity, counts["total"], tokens, parent, parent_step)
         return PlannedRun(
             run_id=run_id, role=role, size=float(size), shape=shape, params=counts["total"],

@@ -47,6 +47,7 @@ MODEL_KEYS = ("vocab_size", "max_seq_len", "tied_embeddings", "aspect_ratio", "m
 FAMILY_KEYS = ("aspect_ratio", "min_layers")
 # [train] keys the grid decides itself, per kind.
 GRID_OWNED_TRAIN_KEYS = {"steps", "tokens"}
+LAW = "law"  # train.lr = "law": each run's lr from the side sweep's law at the run's compute
 WSD_OWNED_TRAIN_KEYS = {"schedule", "cooldown_fraction"}
 
 
@@ -92,6 +93,7 @@ class Grid:
     resources: Resources = field(default_factory=Resources)
     description: str = ""
     source: str = "grid"  # the file it came from, for messages
+    hyperparameters: str = ""  # a learning-rate side sweep's results: train.lr = "law" reads lr_opt(C) off them
 
     @property
     def replicate_seeds(self) -> tuple[int, ...]:
@@ -118,12 +120,13 @@ def load_grid(path: str | Path, data: str | Path | None = None) -> Grid:
     if data is not None:
         raw["data"] = str(Path(data).absolute())
     resolve_data_path(raw, path)
+    resolve_data_path(raw, path, "hyperparameters")
     return parse_grid(raw, source=str(path))
 
 
 def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
     """Validate a grid given as a dict (the TOML tables)."""
-    top = {"name", "data", "seed", "seeds", "description", "grid", "model", "train", "resources"}
+    top = {"name", "data", "seed", "seeds", "description", "grid", "model", "train", "resources", "hyperparameters"}
     _no_unknown(source, "", raw, top)
     for key in ("name", "data", "grid"):
         require(source, raw, key)
@@ -140,11 +143,19 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
             raise InputError(f"{source}: give grid.{axis} (an axis) or train.{key} (every run), not both")
     resources = _resources(source, _table(source, "resources", raw.get("resources", {})))
     seed, seeds = _seeds(source, raw)
+    hyperparameters = _typed(source, "hyperparameters", raw.get("hyperparameters", ""), str)
+    if train.get("lr") == LAW and not hyperparameters:
+        raise InputError(f"{source}: train.lr = \"law\" needs hyperparameters = PATH at the top of the grid: "
+                         "the results of a learning-rate side sweep (e.g. sweeps/grids/hyperparameters.toml)")
+    if train.get("batch_size") == LAW:
+        raise InputError(f"{source}: train.batch_size = \"law\": a grid's runs share one batch size (it sets their "
+                         "steps); give a number, or cross grid.batch_sizes, or let `scaling final "
+                         "--hyperparameters` set the final run's")
     return Grid(
         name=name, data=_typed(source, "data", raw["data"], str), axes=axes,
         seed=seed, seeds=seeds, model=dict(model), train=train,
         resources=resources, description=_typed(source, "description", raw.get("description", ""), str),
-        source=source,
+        source=source, hyperparameters=hyperparameters,
     )
 
 

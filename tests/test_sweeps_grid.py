@@ -5,6 +5,8 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from sweep_builders import tiny_store, write_grid
 
@@ -366,3 +368,26 @@ def test_a_run_no_node_can_hold_is_refused_in_one_line():
                             "forever")
     with pytest.raises(InputError, match="the local Ray cluster"):
         check_run_fits(32, 0, nodes)  # the dead 64-CPU node does not count
+
+
+def test_lr_law_gives_each_run_the_side_sweeps_lr_at_its_budget(tmp_path, store):
+    """train.lr = "law": every run's lr is lr_opt(C) = 0.3 C^-0.1 at its budget, the law a side sweep drawn
+    from that closed form gives back; a grid without `hyperparameters`, or with batch_size = "law", is refused."""
+    rows = []
+    for c in (1e6, 1e7, 1e8):
+        for lr in np.geomspace(1e-3, 1.0, 7):
+            rows.append({"params": 1e3, "tokens": c / 6e3, "budget": c, "lr": lr, "batch_size": 4,
+                         "loss": 2 + 0.05 * np.log(lr / (0.3 * c ** -0.1)) ** 2})
+    side = tmp_path / "side.csv"
+    pd.DataFrame(rows).to_csv(side, index=False)
+    grid = write_grid(tmp_path / "law.toml", store, **{"lr = 3e-3": 'lr = "law"',
+                                                       'name = "tiny"': f'name = "tiny"\nhyperparameters = "{side}"'})
+    expansion = expand_grid(load_grid(grid))
+    for run in expansion.runs:
+        assert run.config["train"]["lr"] == pytest.approx(0.3 * run.budget ** -0.1, rel=1e-6)
+    no_table = write_grid(tmp_path / "no_table.toml", store, **{"lr = 3e-3": 'lr = "law"'})
+    with pytest.raises(InputError, match="needs hyperparameters = PATH"):
+        load_grid(no_table)
+    batch = write_grid(tmp_path / "batch.toml", store, **{"batch_size = 4": 'batch_size = "law"'})
+    with pytest.raises(InputError, match='batch_size = "law"'):
+        load_grid(batch)

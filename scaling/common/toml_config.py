@@ -30,11 +30,12 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise InputError(f"{path}: not valid TOML: {e}") from None
 
 
-def resolve_data_path(raw: dict[str, Any], path: Path) -> None:
-    """Make a relative `data` path absolute: relative to the current directory, else to the file's directory."""
-    if isinstance(raw.get("data"), str) and not Path(raw["data"]).is_absolute():
-        here, beside = Path(raw["data"]).absolute(), (path.parent / raw["data"]).absolute()
-        raw["data"] = str(beside if not here.exists() and beside.exists() else here)
+def resolve_data_path(raw: dict[str, Any], path: Path, key: str = "data") -> None:
+    """Make a relative path under `key` absolute: relative to the current directory, else to the file's
+    directory."""
+    if isinstance(raw.get(key), str) and not Path(raw[key]).is_absolute():
+        here, beside = Path(raw[key]).absolute(), (path.parent / raw[key]).absolute()
+        raw[key] = str(beside if not here.exists() and beside.exists() else here)
 
 
 def refuse_unknown(source: str, table: dict, known: set[str] | tuple[str, ...], prefix: str = "") -> None:
