@@ -21,8 +21,12 @@ from analysis.envelope import EnvelopeFit, fit_training_curve_envelope
 from analysis.isoflop import IsoflopFit, fit_isoflop_profiles
 from analysis.parametric_fit import ParametricLossFit, fit_parametric_loss_table
 from analysis.results_table import NotEnoughData, ResultsTable
+from analysis.single_variable_laws import SINGLE_VARIABLE_FITS
 
 CONFIDENCE_LEVEL = 0.95
+# The single-variable laws' bands (figures only) take the first this many resamples: their refits cost ten
+# times approach 3's, and a band needs fewer than an interval on a recommendation.
+SINGLE_VARIABLE_RESAMPLES = 50
 
 
 @dataclass(frozen=True)
@@ -92,15 +96,21 @@ def bootstrap_fits(
     data_constrained: DataConstrainedFit | None = None,
     unique_tokens: float | None = None,
     pricing: ComputePricing | None = None,
+    single_variable: dict | None = None,
 ) -> BootstrapResult:
     """Refit the approaches given (those that ran on the full table) on `n_resamples` resamples of runs.
     With `data_constrained`, its law too (warm-started at the full-data fit), and with `compute` and
-    `unique_tokens` its optimum under that data cap (`cap_values`)."""
+    `unique_tokens` its optimum under that data cap (`cap_values`). With `single_variable` (name -> law or
+    None), each law that was fitted, as "single_variable.<name>.E / .A / .alpha" (one of each per resample
+    that fitted it, so they stay aligned for bands), on the first SINGLE_VARIABLE_RESAMPLES resamples,
+    each refit started from the full-data law's exponent."""
+    single_variable = {name: law for name, law in (single_variable or {}).items() if law is not None}
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     n_failed = {name: 0 for name, fit in (("approach1", approach1), ("approach2", approach2),
                                            ("approach3", approach3),
                                            ("data_constrained", data_constrained)) if fit is not None}  # fmt: skip
+    n_failed.update({f"single_variable.{name}": 0 for name in single_variable})
 
     def record(prefix: str, values: dict[str, float]) -> None:
         for key, value in values.items():
@@ -141,6 +151,12 @@ def bootstrap_fits(
                                                               refit.flops_per_param_token))  # fmt: skip
                 except NotEnoughData:
                     n_failed["data_constrained"] += 1
+            for name, full in single_variable.items() if i < SINGLE_VARIABLE_RESAMPLES else ():
+                try:
+                    law = SINGLE_VARIABLE_FITS[name](resample, start=full)
+                    record(f"single_variable.{name}", {"E": law.E, "A": law.A, "alpha": law.alpha})
+                except NotEnoughData:
+                    n_failed[f"single_variable.{name}"] += 1
             if compute is not None:
                 loss_law = refits.get("approach3")
                 for name, refit in refits.items():

@@ -148,7 +148,7 @@ def fit_all(
                     table, bootstrap, approach1=report.approach1, approach2=report.approach2,
                     approach3=report.approach3, compute=compute, seed=seed, progress=progress,
                     data_constrained=report.data_constrained, unique_tokens=report.unique_tokens,
-                    pricing=report.pricing,
+                    pricing=report.pricing, single_variable=report.single_variable,
                 )  # fmt: skip
     return report
 

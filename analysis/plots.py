@@ -8,7 +8,7 @@ Agg for `scaling plot`, inline in notebooks):
 - loss_curves: every run's loss against tokens (or the final losses when there are no curves);
 - residuals: approach 3's relative error on every run, and on the runs the backtest held out;
 - single_variable_laws: L(N), L(D) and L(C) = E + A x^-alpha, each over the runs (and, for L(C), the lowest
-  loss of each budget, the points it is fitted to), extrapolated 10x past them.
+  loss of each budget, the points it is fitted to), extrapolated 10x past them, with the bootstrap's band.
 
 N is the table's `params` (all parameters, embeddings included); C is its `flops` (default 6·N·D).
 """
@@ -185,6 +185,17 @@ def plot_residuals(report: FitReport) -> figure.Figure | None:
     return fig
 
 
+def _law_band(report: FitReport, prefix: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bootstrap's percentile band of E + A x^-alpha at each x (None without enough resamples)."""
+    samples = report.bootstrap.samples if report.bootstrap is not None else {}
+    if any(len(samples.get(f"{prefix}.{k}", [])) < 2 for k in ("E", "A", "alpha")):
+        return None
+    E, A, alpha = (np.asarray(samples[f"{prefix}.{k}"])[:, None] for k in ("E", "A", "alpha"))
+    curves = E + A * np.power(x[None, :], -alpha)  # (resamples, len(x))
+    tail = 100 * (1 - report.bootstrap.level) / 2
+    return np.percentile(curves, tail, axis=0), np.percentile(curves, 100 - tail, axis=0)
+
+
 def plot_single_variable_laws(report: FitReport) -> figure.Figure | None:
     panels = [(name, law) for name, law in report.single_variable.items() if law is not None]
     if not panels:
@@ -204,6 +215,10 @@ def plot_single_variable_laws(report: FitReport) -> figure.Figure | None:
         x = np.geomspace(runs[key].min() / 1.5, runs[key].max() * 10, 200)
         held = "" if law.held_at is None else f" at {'D' if law.variable == 'params' else 'N'} = {law.held_at:.3g}"
         ax.plot(x, law(x), color="tab:blue", label=f"L = {law.E:.3f} + {law.A:.3g} x^-{law.alpha:.3f}{held}")
+        band = _law_band(report, f"single_variable.{name}", x)
+        if band is not None:
+            ax.fill_between(x, *band, color="tab:blue", alpha=0.15,
+                            label=f"{100 * report.bootstrap.level:.0f}% bootstrap band")
         ax.axhline(law.E, color="tab:blue", lw=0.8, linestyle=":", label=f"E = {law.E:.3f}")
         ax.axvspan(runs[key].max(), x[-1], color="gray", alpha=0.07)
         ax.set(xscale="log", xlabel=label, ylabel=LOSS_LABEL, title=name.replace("_", " "))

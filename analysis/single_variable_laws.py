@@ -44,7 +44,10 @@ class SaturatingPowerLaw:
         return dict(self.__dict__)
 
 
-def fit_saturating_power_law(x: np.ndarray, loss: np.ndarray, variable: str, held_at=None) -> SaturatingPowerLaw:
+def fit_saturating_power_law(x: np.ndarray, loss: np.ndarray, variable: str, held_at=None,
+                             start: SaturatingPowerLaw | None = None) -> SaturatingPowerLaw:
+    """The law through (x, loss); from `start`'s exponent alone when given (a bootstrap's refit), else from
+    each of START_EXPONENTS."""
     x, loss = np.asarray(x, float), np.asarray(loss, float)
     if len(np.unique(x)) < MIN_POINTS:
         raise NotEnoughData(f"L({variable}) needs {MIN_POINTS}+ distinct points, found {len(np.unique(x))}")
@@ -55,7 +58,7 @@ def fit_saturating_power_law(x: np.ndarray, loss: np.ndarray, variable: str, hel
         return np.logaddexp(e, a - alpha * log_x) - log_loss
 
     best = None
-    for alpha0 in START_EXPONENTS:
+    for alpha0 in (start.alpha,) if start is not None else START_EXPONENTS:
         features = np.stack([np.ones_like(x), np.exp(-alpha0 * (log_x - log_x.min()))], axis=1)
         coefficients, _ = nnls(features / loss[:, None], np.ones_like(loss))
         e0, a0 = np.log(np.maximum(coefficients, 1e-6 * coefficients.max()))
@@ -78,7 +81,7 @@ def _observations(table: ResultsTable) -> pd.DataFrame:
     return observed.groupby(["size", "tokens"], as_index=False)["loss"].min()
 
 
-def loss_vs_params(table: ResultsTable) -> SaturatingPowerLaw:
+def loss_vs_params(table: ResultsTable, start: SaturatingPowerLaw | None = None) -> SaturatingPowerLaw:
     """L(N) at the largest token count that MIN_POINTS model sizes reach."""
     observed = _observations(table)
     ranges = observed.groupby("size")["tokens"].agg(["min", "max"])
@@ -97,10 +100,10 @@ def loss_vs_params(table: ResultsTable) -> SaturatingPowerLaw:
     for size in reach.index:
         profile = observed[observed["size"] == size]
         loss.append(np.interp(np.log(held_tokens), np.log(profile["tokens"]), profile["loss"]))
-    return fit_saturating_power_law(reach.index.to_numpy(float), np.array(loss), "params", float(held_tokens))
+    return fit_saturating_power_law(reach.index.to_numpy(float), np.array(loss), "params", float(held_tokens), start)
 
 
-def loss_vs_tokens(table: ResultsTable) -> SaturatingPowerLaw:
+def loss_vs_tokens(table: ResultsTable, start: SaturatingPowerLaw | None = None) -> SaturatingPowerLaw:
     """L(D) at the largest model size with MIN_POINTS distinct token counts."""
     observed = _observations(table)
     counts = observed.groupby("size")["tokens"].nunique()
@@ -108,23 +111,26 @@ def loss_vs_tokens(table: ResultsTable) -> SaturatingPowerLaw:
     if len(sizes) == 0:
         raise NotEnoughData(f"L(D): no model size has {MIN_POINTS} token counts (add curves or more runs per size)")
     profile = observed[observed["size"] == sizes.max()]
-    return fit_saturating_power_law(profile["tokens"], profile["loss"], "tokens", float(sizes.max()))
+    return fit_saturating_power_law(profile["tokens"], profile["loss"], "tokens", float(sizes.max()), start)
 
 
-def loss_vs_compute_frontier(table: ResultsTable) -> SaturatingPowerLaw:
+def loss_vs_compute_frontier(table: ResultsTable, start: SaturatingPowerLaw | None = None) -> SaturatingPowerLaw:
     """L(C) through the lowest observed loss of each IsoFLOP budget."""
     frontier = table.runs.groupby("budget")["loss"].min()
-    return fit_saturating_power_law(frontier.index.to_numpy(float), frontier.to_numpy(float), "compute")
+    return fit_saturating_power_law(frontier.index.to_numpy(float), frontier.to_numpy(float), "compute", start=start)
+
+
+SINGLE_VARIABLE_FITS = {
+    "loss_vs_params": loss_vs_params,
+    "loss_vs_tokens": loss_vs_tokens,
+    "loss_vs_compute": loss_vs_compute_frontier,
+}
 
 
 def fit_single_variable_laws(table: ResultsTable) -> tuple[dict, list[str]]:
     """{"loss_vs_params", "loss_vs_tokens", "loss_vs_compute"} -> law or None, and the warnings for Nones."""
     laws, warnings = {}, []
-    for name, fit in (
-        ("loss_vs_params", loss_vs_params),
-        ("loss_vs_tokens", loss_vs_tokens),
-        ("loss_vs_compute", loss_vs_compute_frontier),
-    ):
+    for name, fit in SINGLE_VARIABLE_FITS.items():
         try:
             laws[name] = fit(table)
         except NotEnoughData as e:

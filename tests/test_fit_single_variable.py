@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from analysis.example_table import CHINCHILLA_LAW, EXAMPLE_BUDGETS, EXAMPLE_LAW, synthetic_isoflop_table
+from analysis.fit_report import fit_all
+from analysis.plots import _law_band
 from analysis.results_table import results_from_frame
 from analysis.single_variable_laws import (
     fit_saturating_power_law,
@@ -61,3 +63,17 @@ def test_laws_that_cannot_be_measured_are_none_with_a_warning():
     assert laws["loss_vs_tokens"] is None
     assert any(w.startswith("single_variable.loss_vs_tokens") for w in warnings)
     assert laws["loss_vs_compute"] is not None
+
+
+def test_bootstrap_band_of_a_single_variable_law_covers_the_law_it_came_from():
+    """Every resample refits L(N) on the grid table (no noise): each resample's law is the law of its runs,
+    so the band's ends are real laws of the data, and it holds the full-data law at every N."""
+    report = fit_all(_grid_table(), approaches=("approach3",), bootstrap=30, holdout=0)
+    samples = report.bootstrap.samples
+    E, A, alpha = (samples[f"single_variable.loss_vs_params.{k}"] for k in ("E", "A", "alpha"))
+    assert len(E) == len(A) == len(alpha) >= 2  # recorded together, one of each per fitted resample
+    x = np.geomspace(1e7, 1e10, 20)
+    low, high = _law_band(report, "single_variable.loss_vs_params", x)
+    law = report.single_variable["loss_vs_params"]
+    assert np.all(low <= law(x) + 1e-9) and np.all(law(x) <= high + 1e-9)
+    assert report.bootstrap.n_failed["single_variable.loss_vs_params"] + len(E) == 30  # under the 50 a band takes
