@@ -16,6 +16,7 @@ from scaling.evaluate.labels import Cohort, history_prompts, prediction_times
 from scaling.evaluate.simulate import (
     SimulationSettings,
     clock_minutes,
+    cut_history_fraction,
     cut_prompt,
     decode_futures,
     futures_table,
@@ -132,3 +133,11 @@ def test_prompt_cutting_takes_ids_past_the_vocabulary_as_unknown(hand):
     cut = cut_prompt(prompt, 4, vocab)  # a model with more output ids than the store's vocabulary sampled one
     assert cut.tolist() == [vocab.id("GENDER//F"), vocab.id("AGE//50-54"), vocab.size + 3,
                             vocab.id("VISIT//OUTPATIENT")]
+
+
+def test_cut_history_fraction_counts_prompts_longer_than_a_rounds_prompt():
+    """Context 64 and a budget of 256: rounds of 16 tokens, so a round shows at most 48 prompt tokens; when
+    the longest prompt and the budget fit, nothing is cut."""
+    prompts = [np.zeros(n, np.int32) for n in (10, 48, 49, 100)]
+    assert cut_history_fraction(64, prompts, 256) == 0.5  # 49 and 100 of the four
+    assert cut_history_fraction(64, prompts[:2], 10) == 0.0  # 48 + 10 <= 64: one round, whole prompts

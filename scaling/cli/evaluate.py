@@ -153,7 +153,8 @@ def print_report(report: dict, console) -> None:
     console.print(f"run {run['run_dir']} (step {run['checkpoint_step']}, N={run['params']}, C={run['flops']}, "
                   f"val loss {run['val_loss']}) | K = {report['samples']} futures per patient | simulation "
                   f"{report['simulation']['seconds']} s, {report['simulation']['truncated_fraction']:.1%} of futures "
-                  "hit the token budget", highlight=False)
+                  f"hit the token budget, {report['simulation'].get('prompts_cut_fraction', 0):.1%} of histories "
+                  "were cut to the context", highlight=False)
     for task in report["tasks"]:
         metrics = ["auroc", "auprc", "brier", "calibration_error"] if task["kind"] == "binary" else ["mae", "bias"]
         prevalence = "" if task["prevalence"] is None else f", prevalence {task['prevalence']:.3f}"

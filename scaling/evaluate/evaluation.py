@@ -38,7 +38,7 @@ from scaling.evaluate.outcomes import (
     outcome_values,
     probability_values,
 )
-from scaling.evaluate.simulate import SimulationSettings, history_prompts, simulate_futures
+from scaling.evaluate.simulate import SimulationSettings, cut_history_fraction, history_prompts, simulate_futures
 from scaling.evaluate.tasks import PredictionRule, Task
 from scaling.train.run_dir import FINISHED, RunDir
 
@@ -157,7 +157,8 @@ class Evaluation:
         s = self.settings
         K = s.samples
         report_tasks, tables = [], []
-        simulation = {"futures": 0, "truncated": 0, "generated_tokens": 0, "seconds": 0.0}
+        simulation = {"futures": 0, "truncated": 0, "generated_tokens": 0, "seconds": 0.0, "prompts": 0,
+                      "prompts_cut": 0}
         for group in self.groups:
             masks = {ts.task.name: outcome_token_mask(ts.task, store.vocab, model.shape.vocab_size)
                      for ts in group.tasks}
@@ -167,6 +168,9 @@ class Evaluation:
             if len(group.times):
                 started = time.perf_counter()
                 prompts = history_prompts(self.cohort, group.times, store.vocab)
+                simulation["prompts"] += len(prompts)
+                simulation["prompts_cut"] += round(len(prompts) * cut_history_fraction(
+                    model.shape.max_seq_len, prompts, s.max_new_tokens))
                 futures, tokens, probs = simulate_futures(
                     model, store.vocab, prompts, group.horizon_minutes, s.simulation(), log=self.log,
                     outcome_masks=np.array(list(masks.values())).reshape(len(masks), model.shape.vocab_size))
@@ -189,6 +193,7 @@ class Evaluation:
                     ts, group, estimate_from_samples(ts.task, values),
                     None if probability is None else estimate_from_probabilities(ts.task, probability)))
         simulation["truncated_fraction"] = simulation["truncated"] / max(simulation["futures"], 1)
+        simulation["prompts_cut_fraction"] = simulation["prompts_cut"] / max(simulation["prompts"], 1)
         simulation["tokens_per_s"] = round(simulation["generated_tokens"] / max(simulation["seconds"], 1e-9), 1)
         simulation["seconds"] = round(simulation["seconds"], 2)
         return {

@@ -133,13 +133,8 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     `cut_prompt` of the history and what the row has sampled so far, at most `max_prompt_tokens`
     (default and cap: the context minus one round), and rows that stopped drop out.
     """
-    context = model.shape.max_seq_len
-    longest = max((len(p) for p in prompts), default=0)
-    if longest + settings.max_new_tokens <= context and (max_prompt_tokens is None or longest <= max_prompt_tokens):
-        round_tokens = settings.max_new_tokens
-    else:
-        round_tokens = min(settings.max_new_tokens, max(1, context // 4))
-    limit = min(max_prompt_tokens or context, context - round_tokens)
+    round_tokens, limit = sampling_rounds(model.shape.max_seq_len, prompts, settings.max_new_tokens,
+                                          max_prompt_tokens)
     K = settings.samples
     rows = [p for p in prompts for _ in range(K)]
     stop_ids = stop_token_ids(vocab)
@@ -170,6 +165,24 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
             f"({time.perf_counter() - started:.1f} s); {len(active):,} hit the budget of {settings.max_new_tokens}")
     futures = decode_futures(out, vocab, vocab.pad_id)
     return (futures, out) if masks is None else (futures, out, probs)
+
+
+def sampling_rounds(context: int, prompts: list[np.ndarray], max_new_tokens: int,
+                    max_prompt_tokens: int | None = None) -> tuple[int, int]:
+    """(tokens sampled per round, the most prompt tokens a round shows the model): one round of the whole
+    budget when the longest prompt and the budget fit the context, else rounds of a quarter context."""
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + max_new_tokens <= context and (max_prompt_tokens is None or longest <= max_prompt_tokens):
+        round_tokens = max_new_tokens
+    else:
+        round_tokens = min(max_new_tokens, max(1, context // 4))
+    return round_tokens, min(max_prompt_tokens or context, context - round_tokens)
+
+
+def cut_history_fraction(context: int, prompts: list[np.ndarray], max_new_tokens: int) -> float:
+    """The fraction of prompts whose history the model cannot see whole (longer than a round's prompt)."""
+    _, limit = sampling_rounds(context, prompts, max_new_tokens)
+    return float(np.mean([len(p) > limit for p in prompts])) if prompts else 0.0
 
 
 def stop_token_ids(vocab: Vocabulary) -> tuple[int, ...]:

@@ -207,7 +207,9 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
         f"bootstrap intervals. Simulation took {sim['seconds']:.0f} s ({sim['tokens_per_s']:,.0f} tokens/s) for the "
         f"final run; {sim['truncated_fraction']:.1%} of futures hit the token budget. The models were trained "
         f"on windows of {final['run']['shape']['max_seq_len']} tokens: prompts keep the patient's head (sex, age) "
-        "and as many recent events as fit, and futures are sampled in rounds that fit that context.",
+        "and as many recent events as fit, and futures are sampled in rounds that fit that context"
+        + (f"; {sim['prompts_cut_fraction']:.0%} of histories were longer and cut." if "prompts_cut_fraction" in sim
+           else "."),
         "",
         f"| task | kind | n | metric | final model, K = 1 | final model, K = {evaluation['samples']} | logistic | "
         "LightGBM | oracle |",
