@@ -66,6 +66,18 @@ FIRST_ADMISSION = PredictionRule("admission", "at_code", ("HOSPITAL_ADMISSION//I
 AFTER_A_YEAR = PredictionRule("yearly", "random", min_history_days=365, probability=1.0)
 
 
+def hand_cohort_all_train(root: Path):
+    """The hand cohort with every patient in train (so the vocabulary holds every code): (Cohort, Vocabulary)."""
+    from scaling.data.meds_io import read_meds
+    from scaling.data.token_store import TokenStore
+    from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
+    from scaling.evaluate.labels import Cohort
+
+    meds = write_dataset(root / "meds", {"data.parquet": HAND_ROWS}, {s: "train" for s in range(1, 7)})
+    tokenize_dataset(meds, root / "tokens", TokenizerSettings(min_count=1))
+    return Cohort.from_dataset(read_meds(meds)), TokenStore.open(root / "tokens").vocab
+
+
 def hand_cohort(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "hand_meds", {"data.parquet": HAND_ROWS}, HAND_SPLITS)
 

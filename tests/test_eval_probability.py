@@ -3,17 +3,13 @@ the sums by hand, and agreement in expectation with the 0/1 outcome of the same 
 
 import numpy as np
 import pytest
-from eval_builders import FIRST_DISCHARGE, HAND_ROWS, task
+from eval_builders import FIRST_DISCHARGE, hand_cohort_all_train, task
 from flax import nnx
-from meds_builders import write_dataset
 
 from models.decoder import Decoder
 from models.ladder import family_shape
-from scaling.data.meds_io import read_meds
 from scaling.data.scheme import DAY, MONTH
-from scaling.data.token_store import TokenStore
-from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
-from scaling.evaluate.labels import Cohort, history_prompts, prediction_times
+from scaling.evaluate.labels import history_prompts, prediction_times
 from scaling.evaluate.outcomes import (
     estimate_from_probabilities,
     event_minutes,
@@ -26,10 +22,7 @@ from scaling.evaluate.simulate import SimulationSettings, decode_futures, simula
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hand")
-    meds = write_dataset(root / "meds", {"data.parquet": HAND_ROWS}, {s: "train" for s in range(1, 7)})
-    tokenize_dataset(meds, root / "tokens", TokenizerSettings(min_count=1))
-    return Cohort.from_dataset(read_meds(meds)), TokenStore.open(root / "tokens").vocab
+    return hand_cohort_all_train(tmp_path_factory.mktemp("hand"))
 
 
 def ids(vocab, names):

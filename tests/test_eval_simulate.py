@@ -2,17 +2,13 @@
 
 import numpy as np
 import pytest
-from eval_builders import FIRST_DISCHARGE, HAND_ROWS
+from eval_builders import FIRST_DISCHARGE, hand_cohort_all_train
 from flax import nnx
-from meds_builders import write_dataset
 
 from models.decoder import Decoder
 from models.ladder import family_shape
-from scaling.data.meds_io import read_meds
 from scaling.data.scheme import DAY, MONTH, interval_minutes
-from scaling.data.token_store import TokenStore
-from scaling.data.tokenizer import TokenizerSettings, tokenize_dataset
-from scaling.evaluate.labels import Cohort, history_prompts, prediction_times
+from scaling.evaluate.labels import history_prompts, prediction_times
 from scaling.evaluate.simulate import (
     SimulationSettings,
     clock_minutes,
@@ -26,11 +22,7 @@ from scaling.evaluate.simulate import (
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hand")
-    # every patient in train, so that the vocabulary holds every code
-    meds = write_dataset(root / "meds", {"data.parquet": HAND_ROWS}, {s: "train" for s in range(1, 7)})
-    tokenize_dataset(meds, root / "tokens", TokenizerSettings(min_count=1))
-    return Cohort.from_dataset(read_meds(meds)), TokenStore.open(root / "tokens").vocab
+    return hand_cohort_all_train(tmp_path_factory.mktemp("hand"))
 
 
 def test_interval_minutes():
