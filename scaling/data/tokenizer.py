@@ -418,13 +418,12 @@ def tokenize_events(dataset: MedsDataset, settings: TokenizerSettings, stage: Ca
     """A dataset in memory -> (stats, vocabulary, per split (tokens, offsets, subject_ids)), as the store
     holds them."""
     stage = stage or (lambda name: None)
-    stage(f"the vocabulary from {int(np.sum(dataset.split_of(dataset.events['subject_id'].to_numpy()) == 'train')):,}"
-          " train events")
+    stage("the vocabulary from the train split")
     vocab = build_vocabulary(train_codes([dataset.events], dataset.split_of), settings, dataset.bin_edges())
-    parts: dict[str, list] = {name: [] for name in SPLITS}
+    splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # one group, sorted by subject: each split arrives as one part, patients already in subject_id order
     per_split = encode_groups([dataset.events], dataset.split_of, vocab,
-                              {name: lambda *part, name=name: parts[name].append(part) for name in SPLITS})
-    splits = {name: _joined(parts[name]) for name in SPLITS}
+                              {name: lambda *part, name=name: splits.__setitem__(name, part) for name in SPLITS})
     return split_stats(dataset.root, vocab, per_split), vocab, splits
 
 
@@ -480,16 +479,3 @@ def split_stats(root: Path, vocab: Vocabulary, per_split: dict[str, dict[str, in
         "unknown_token_rate": {name: round(c["unknown"] / c["tokens"], 6) if c["tokens"] else 0.0
                                for name, c in per_split.items()},
     }
-
-
-def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parts of one split as one (tokens, offsets, subject_ids), patients in subject_id order."""
-    lengths = np.concatenate([np.diff(o) for _, o, _ in parts])
-    subject_ids = np.concatenate([s for _, _, s in parts]).astype(np.int64)
-    tokens = np.concatenate([t for t, _, _ in parts])
-    order = np.argsort(subject_ids, kind="stable")
-    if not np.array_equal(order, np.arange(len(order))):
-        starts = np.cumsum(lengths) - lengths
-        tokens = np.concatenate([tokens[starts[i]:starts[i] + lengths[i]] for i in order] or [tokens[:0]])
-        lengths, subject_ids = lengths[order], subject_ids[order]
-    return tokens, np.r_[0, np.cumsum(lengths)].astype(np.int64), subject_ids
