@@ -147,8 +147,10 @@ def bootstrap_fits(
                     refit = fit_data_constrained_table(resample, refit_from=data_constrained)
                     record("data_constrained", _data_constrained_values(refit))
                     if compute is not None and unique_tokens is not None:
+                        # the epoch bound is the full table's: a rule the recommendation applies, not an estimate
                         record("data_constrained", cap_values(refit.law, compute, unique_tokens,
-                                                              refit.flops_per_param_token))  # fmt: skip
+                                                              refit.flops_per_param_token,
+                                                              data_constrained.last_helpful_epochs))  # fmt: skip
                 except NotEnoughData:
                     n_failed["data_constrained"] += 1
             for name, full in single_variable.items() if i < SINGLE_VARIABLE_RESAMPLES else ():

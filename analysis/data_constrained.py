@@ -3,6 +3,12 @@ Models"): approach 3's L(N, D) = E + A/N^alpha + B/D^beta evaluated at the effec
 D' = U + U·R*_D·(1 - exp(-R_D / R*_D)), R_D = D/U - 1 the epochs beyond the first (D' = D when D <= U).
 Their excess-parameter term (R*_N) is left out; docs/fitting.md says why.
 
+The effective data can only flatten the loss as epochs grow, never raise it; a small model on a small
+subset does more than flatten: it memorises, and its validation loss rises. Such runs (`overfit_mask`: a
+loss above that of a run of the same N and U with fewer tokens, by more than the noise tolerance) are left
+out of the fit and named in its output, and the epoch count they stopped helping at bounds the optimum
+under a cap (`last_helpful_epochs`): the law is not asked where the sweep saw it fail.
+
 The fit is approach 3's, with one more parameter: Huber loss (delta = 1e-3) on log loss summed over runs,
 log-sum-exp form, L-BFGS-B with the analytic gradient in theta = (e, a, b, alpha, beta, log R*_D). Starts:
 approach 3's optimum (when it ran) with R*_D on a grid, and the best points of a variable-projection grid
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
@@ -47,6 +53,9 @@ MIN_EPOCH_LEVELS = 3  # distinct epoch counts (everything up to one epoch counts
 EPOCH_LEVEL_DECADES = 0.05  # epoch counts closer than this in log10 are one level
 REPEATED = 1.0 + 1e-6  # epochs above this repeat data
 WARN_EPOCHS = 4.0  # Muennighoff et al.: up to about 4 epochs are worth nearly as much as fresh data
+# A repeating run this much (relative) worse than a run of the same N and U with fewer tokens got worse from
+# the extra epochs; below it, a difference is within seed noise (two seeds differ by up to ~0.5% here).
+OVERFIT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class DataConstrainedFit:
     n_starts_at_best: int
     flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN
     fit_seconds: float = 0.0
+    overfit_run_ids: tuple[str, ...] = ()  # left out: more epochs made them worse (overfit_mask)
+    overfit_epochs: float = np.inf  # the fewest epochs of a left-out run
+    last_helpful_epochs: float = np.inf  # the most epochs that still helped where a run then got worse
 
     @property
     def law(self) -> DataConstrainedLaw:
@@ -86,6 +98,12 @@ class DataConstrainedFit:
                 f"data_constrained: R*_D = {self.R_D_star:.3g} is far beyond the {self.max_epochs:.3g} epochs "
                 "of the runs: repetition cost nothing measurable there, and R*_D is barely constrained"
             )
+        if self.overfit_run_ids:
+            out.append(
+                f"data_constrained: {len(self.overfit_run_ids)} run(s) got worse with more epochs (the fewest at "
+                f"{self.overfit_epochs:.3g} epochs) and are left out of the fit; the law is trusted, and a "
+                f"capped optimum searched, up to {self.last_helpful_epochs:.3g} epochs"
+            )
         if self.max_epochs < WARN_EPOCHS:
             out.append(
                 f"data_constrained: the runs repeat data at most {self.max_epochs:.3g} epochs; R*_D is "
@@ -103,8 +121,43 @@ class DataConstrainedFit:
             "n_repeated_runs": self.n_repeated_runs, "max_epochs": self.max_epochs,
             "n_epoch_levels": self.n_epoch_levels, "n_starts": self.n_starts,
             "n_starts_at_best": self.n_starts_at_best, "flops_per_param_token": self.flops_per_param_token,
-            "fit_seconds": self.fit_seconds,
+            "fit_seconds": self.fit_seconds, "overfit_run_ids": list(self.overfit_run_ids),
+            "overfit_epochs": _finite_or_none(self.overfit_epochs),
+            "last_helpful_epochs": _finite_or_none(self.last_helpful_epochs),
         }  # fmt: skip
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def overfit_mask(params, tokens, unique_tokens, loss, tolerance: float = OVERFIT_TOLERANCE) -> np.ndarray:
+    """True for each run that repeats data and ends more than `tolerance` (relative) above the lowest loss of
+    the runs of the same N and U with fewer tokens: the extra epochs made it worse."""
+    params, tokens, unique_tokens, loss = (np.asarray(v, float) for v in (params, tokens, unique_tokens, loss))
+    mask = np.zeros(len(loss), dtype=bool)
+    for n, u in set(zip(params.tolist(), unique_tokens.tolist(), strict=True)):
+        group = np.flatnonzero((params == n) & (unique_tokens == u))
+        best = np.inf
+        for i in group[np.argsort(tokens[group], kind="stable")]:
+            mask[i] = tokens[i] > u * REPEATED and loss[i] > best * (1 + tolerance)
+            best = min(best, loss[i])
+    return mask
+
+
+def last_helpful_epochs(params, tokens, unique_tokens, loss, mask: np.ndarray) -> float:
+    """The fewest, over the (N, U) groups with a run in `mask`, of the epochs of the group's best run before
+    its first masked one: how far repetition was seen to help before it hurt (inf when nothing is masked)."""
+    params, tokens, unique_tokens, loss = (np.asarray(v, float) for v in (params, tokens, unique_tokens, loss))
+    limit = np.inf
+    for i in np.flatnonzero(mask):
+        same = (params == params[i]) & (unique_tokens == unique_tokens[i])
+        if np.any(same & mask & (tokens < tokens[i])):
+            continue  # not the group's first masked run
+        earlier = np.flatnonzero(same & (tokens < tokens[i]))
+        best = earlier[np.argmin(loss[earlier])]
+        limit = min(limit, float(tokens[best] / min(unique_tokens[best], tokens[best])))
+    return limit
 
 
 @dataclass(frozen=True)
@@ -229,8 +282,8 @@ def _make_fit(result, data: RepeatData, counts, n_starts: int, n_at_best: int, k
     )  # fmt: skip
 
 
-def check_repeated_data(table: ResultsTable) -> None:
-    """Raise NotEnoughData, with the reason, when the table cannot identify R*_D."""
+def check_repeated_data(table: ResultsTable, context: str = "") -> None:
+    """Raise NotEnoughData, with the reason (and `context`), when the table cannot identify R*_D."""
     if not table.has_unique_tokens:
         raise NotEnoughData(
             f"data_constrained: {table.source} records no unique_tokens (or epochs) per run; the "
@@ -241,7 +294,7 @@ def check_repeated_data(table: ResultsTable) -> None:
     if len(loss) < MIN_RUNS or n_sizes < MIN_DISTINCT or n_token_counts < MIN_DISTINCT:
         raise NotEnoughData(
             f"data_constrained: needs {MIN_RUNS}+ runs with {MIN_DISTINCT}+ distinct sizes and token counts, "
-            f"found {len(loss)} runs, {n_sizes} sizes, {n_token_counts} token counts"
+            f"found {len(loss)} runs, {n_sizes} sizes, {n_token_counts} token counts{context}"
         )
     epochs = table.epochs_array()
     n_repeated, n_levels = int(np.sum(epochs > REPEATED)), epoch_levels(epochs)
@@ -249,7 +302,7 @@ def check_repeated_data(table: ResultsTable) -> None:
         raise NotEnoughData(
             f"data_constrained: needs {MIN_REPEATED_RUNS}+ runs that repeat data (epochs > 1) and "
             f"{MIN_EPOCH_LEVELS}+ distinct epoch counts, found {n_repeated} repeating runs and {n_levels} "
-            f"epoch counts (max {float(np.max(epochs)):.3g} epochs)"
+            f"epoch counts (max {float(np.max(epochs)):.3g} epochs){context}"
         )
 
 
@@ -257,12 +310,27 @@ def fit_data_constrained_table(
     table: ResultsTable, warm_start: ParametricLossFit | None = None,
     refit_from: DataConstrainedFit | None = None, delta: float = HUBER_DELTA,
 ) -> DataConstrainedFit:  # fmt: skip
-    """The data-constrained law on a results table (raises NotEnoughData without repeated-data runs)."""
+    """The data-constrained law on a results table, without the runs more epochs made worse (raises
+    NotEnoughData without enough repeated-data runs left)."""
     check_repeated_data(table)
     params, tokens, loss = table.arrays()
-    return fit_data_constrained(
-        params, tokens, table.unique_tokens_array(), loss, delta=delta,
+    unique_tokens = table.unique_tokens_array()
+    overfit = overfit_mask(params, tokens, unique_tokens, loss)
+    kept = table.select(np.flatnonzero(~overfit)) if overfit.any() else table
+    if overfit.any():
+        check_repeated_data(kept, f" once the {int(overfit.sum())} run(s) more epochs made worse are left out")
+    kept_params, kept_tokens, kept_loss = kept.arrays()
+    fit = fit_data_constrained(
+        kept_params, kept_tokens, kept.unique_tokens_array(), kept_loss, delta=delta,
         flops_per_param_token=table.flops_per_param_token, warm_start=warm_start, refit_from=refit_from,
+    )  # fmt: skip
+    if not overfit.any():
+        return fit
+    epochs = tokens / np.minimum(unique_tokens, tokens)
+    return replace(
+        fit, overfit_run_ids=tuple(str(r) for r in table.runs["run_id"].to_numpy()[overfit]),
+        overfit_epochs=float(np.min(epochs[overfit])),
+        last_helpful_epochs=last_helpful_epochs(params, tokens, unique_tokens, loss, overfit),
     )  # fmt: skip
 
 
@@ -293,11 +361,14 @@ def unconstrained_optimum(law: DataConstrainedLaw, compute: float, unique_tokens
 
 
 def constrained_optimum(law: DataConstrainedLaw, compute: float, unique_tokens: float,
-                        k: float = FLOPS_PER_PARAM_TOKEN) -> dict:  # fmt: skip
-    """argmin over N of L(N, C/(k·N), U): a grid over ±5 decades around the unconstrained optimum, then
-    Brent's method between the grid neighbours of the best point."""
+                        k: float = FLOPS_PER_PARAM_TOKEN, max_epochs: float = np.inf) -> dict:  # fmt: skip
+    """argmin over N of L(N, C/(k·N), U) with at most `max_epochs` passes over U: a grid over ±5 decades
+    around the unconstrained optimum, then Brent's method between the grid neighbours of the best point.
+    `limited_by_epochs` says whether the bound, not the law, set the answer."""
     centre = np.log(float(law.law.optimal_params(compute, k)))
     grid = centre + np.linspace(-1, 1, SEARCH_POINTS) * SEARCH_DECADES * np.log(10)
+    smallest = np.log(compute / (k * unique_tokens * max_epochs)) if np.isfinite(max_epochs) else -np.inf
+    grid = np.unique(np.append(grid[grid > smallest], smallest)) if np.isfinite(smallest) else grid
 
     def loss_at(log_params):
         params = np.exp(log_params)
@@ -308,22 +379,26 @@ def constrained_optimum(law: DataConstrainedLaw, compute: float, unique_tokens: 
     low, high = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     result = minimize_scalar(loss_at, bounds=(low, high), method="bounded", options={"xatol": 1e-9})
     log_params = float(result.x) if result.fun <= values[i] else float(grid[i])
-    return _point(law, float(np.exp(log_params)), compute, unique_tokens, k)
+    point = _point(law, float(np.exp(log_params)), compute, unique_tokens, k)
+    point["limited_by_epochs"] = bool(np.isfinite(max_epochs) and point["epochs"] >= max_epochs * (1 - 1e-6))
+    return point
 
 
 def cap_analysis(law: DataConstrainedLaw, compute: float, unique_tokens: float,
-                 k: float = FLOPS_PER_PARAM_TOKEN) -> dict:  # fmt: skip
+                 k: float = FLOPS_PER_PARAM_TOKEN, max_epochs: float = np.inf) -> dict:  # fmt: skip
     """The unconstrained and data-constrained optima at `compute`, the loss the cap costs, and the exchange
-    rate: the constrained optimum's loss with 2C (same data) and with 2U (same compute)."""
+    rate: the constrained optimum's loss with 2C (same data) and with 2U (same compute). The constrained
+    optima train at most `max_epochs` (the fit's `last_helpful_epochs`)."""
     free = unconstrained_optimum(law, compute, unique_tokens, k)
-    capped = constrained_optimum(law, compute, unique_tokens, k)
-    more_compute = constrained_optimum(law, 2 * compute, unique_tokens, k)
-    more_data = constrained_optimum(law, compute, 2 * unique_tokens, k)
+    capped = constrained_optimum(law, compute, unique_tokens, k, max_epochs)
+    more_compute = constrained_optimum(law, 2 * compute, unique_tokens, k, max_epochs)
+    more_data = constrained_optimum(law, compute, 2 * unique_tokens, k, max_epochs)
     gain_compute = capped["predicted_loss"] - more_compute["predicted_loss"]
     gain_data = capped["predicted_loss"] - more_data["predicted_loss"]
     return {
         "unconstrained": free,
         "constrained": capped,
+        "max_epochs": _finite_or_none(max_epochs),
         "loss_cost": capped["predicted_loss"] - free["predicted_loss"],
         "double_compute": {"compute": 2 * compute, **more_compute, "loss_gain": gain_compute},
         "double_unique_tokens": {"unique_tokens": 2 * unique_tokens, **more_data, "loss_gain": gain_data},
@@ -331,9 +406,10 @@ def cap_analysis(law: DataConstrainedLaw, compute: float, unique_tokens: float,
     }
 
 
-def cap_values(law: DataConstrainedLaw, compute: float, unique_tokens: float, k: float) -> dict[str, float]:
+def cap_values(law: DataConstrainedLaw, compute: float, unique_tokens: float, k: float,
+               max_epochs: float = np.inf) -> dict[str, float]:  # fmt: skip
     """The scalars of `cap_analysis` the bootstrap gives intervals for, by their dotted names."""
-    cap = cap_analysis(law, compute, unique_tokens, k)
+    cap = cap_analysis(law, compute, unique_tokens, k, max_epochs)
     values = {f"constrained.{key}": cap["constrained"][key] for key in
               ("params", "tokens", "tokens_per_param", "epochs", "predicted_loss")}  # fmt: skip
     values["unconstrained.predicted_loss"] = cap["unconstrained"]["predicted_loss"]

@@ -11,6 +11,10 @@ gives the forecast two kinds of uncertainty:
 `interval` spans both. The point forecast is the free-E law's, unless the pinned E is exact (the floor of
 exactly what the run's loss scores, `pinned_E_exact`): then E is known, not fitted, and the pinned law's
 prediction is the forecast (`point_from` says which).
+A run that repeats a data cap of U unique tokens is forecast by the data-constrained law instead
+(`forecast_capped_run`: its loss at (N, D, U), the interval of its bootstrap refits), with approach 3's
+fresh-data forecast at the same N and D beside it (`unconstrained_predicted_loss`: what ignoring the
+repeats would predict).
 `fit_input_sha256` names the runs the forecast was fitted on (their N, D, C and loss,
 order-free), so a later comparison can check that the forecast and the results table still agree.
 """
@@ -22,7 +26,7 @@ import hashlib
 import numpy as np
 
 from analysis.fit_report import FitReport
-from analysis.loss_law import LAW_KEYS, LossLaw
+from analysis.loss_law import LAW_KEYS, DataConstrainedLaw, LossLaw
 from analysis.parametric_fit import fit_parametric_loss_table
 from analysis.results_table import ResultsTable
 
@@ -46,6 +50,55 @@ def bootstrap_predictions(report: FitReport, params: float, tokens: float) -> np
     return LossLaw(*(samples[f"approach3.{k}"] for k in LAW_SAMPLE_KEYS)).loss(params, tokens)
 
 
+def _percentile_interval(draws: np.ndarray, level: float | None) -> list[float] | None:
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < 2 or level is None:
+        return None
+    tail = 100 * (1 - level) / 2
+    return [float(v) for v in np.percentile(draws, [tail, 100 - tail])]
+
+
+def forecast_capped_run(report: FitReport, params: float, tokens: float, unique_tokens: float) -> dict:
+    """The forecast of a run of N = `params`, D = `tokens` drawn from `unique_tokens` unique tokens, by the
+    data-constrained law (see the module docstring)."""
+    fit = report.data_constrained
+    if fit is None:
+        raise ValueError("a capped forecast needs the data-constrained law; the fit report has none")
+    point = float(fit.predict(params, tokens, unique_tokens))
+    samples = report.bootstrap.samples if report.bootstrap is not None else {}
+    keys = (*LAW_SAMPLE_KEYS, "R_D_star")
+    draws = np.array([])
+    if all(f"data_constrained.{k}" in samples for k in keys):
+        law = LossLaw(*(samples[f"data_constrained.{k}"] for k in LAW_SAMPLE_KEYS))
+        draws = np.asarray(DataConstrainedLaw(law, samples["data_constrained.R_D_star"]).loss(params, tokens,
+                                                                                              unique_tokens))
+    level = report.bootstrap.level if report.bootstrap is not None else None
+    boot = _percentile_interval(draws, level)
+    unconstrained = None if report.approach3 is None else float(report.approach3.predict(params, tokens))
+    epochs = tokens / unique_tokens
+    return {
+        "approach": "data_constrained",
+        "params": float(params),
+        "tokens": float(tokens),
+        "unique_tokens": float(unique_tokens),
+        "epochs": float(epochs),
+        "predicted_loss": point,
+        "point_from": "data_constrained",
+        "interval": [min(point, *(boot or [point])), max(point, *(boot or [point]))],
+        "bootstrap_interval": boot,
+        "bootstrap_level": level,
+        "bootstrap_resamples": int(np.sum(np.isfinite(draws))),
+        "law": fit.law.to_json(),
+        "last_helpful_epochs": None if not np.isfinite(fit.last_helpful_epochs) else fit.last_helpful_epochs,
+        "beyond_last_helpful_epochs": bool(epochs > fit.last_helpful_epochs * (1 + 1e-6)),
+        "unconstrained_predicted_loss": unconstrained,
+        "fit_runs": report.table.n_runs,
+        "fit_input_sha256": fit_input_sha256(report.table),
+        "extrapolation_factor": float(report.table.flops_per_param_token * params * tokens
+                                      / report.table.runs["flops"].max()),
+    }
+
+
 def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: float | None = None,
                  pinned_E_source: str = "pure power law (E = 0)", pinned_E_exact: bool = False) -> dict:
     """The forecast of a run of N = `params`, D = `tokens` (see the module docstring)."""
@@ -55,10 +108,7 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
     point = float(law.predict(params, tokens))
     draws = bootstrap_predictions(report, params, tokens)
     level = report.bootstrap.level if report.bootstrap is not None else None
-    boot = None
-    if len(draws) >= 2:
-        tail = 100 * (1 - level) / 2
-        boot = [float(v) for v in np.percentile(draws, [tail, 100 - tail])]
+    boot = _percentile_interval(draws, level)
     E = 0.0 if pinned_E is None else float(pinned_E)
     pinned_fit = fit_parametric_loss_table(report.table, fixed_E=E, warm_start=law if E > 0 else None)
     pinned_point = float(pinned_fit.predict(params, tokens))
@@ -95,7 +145,8 @@ def grade(forecast: dict, actual: float | None) -> dict:
               "relative_error": (float(actual) - forecast["predicted_loss"]) / forecast["predicted_loss"],
               "inside_interval": bool(low <= actual <= high)}
     for name, predicted in (("free_E", forecast.get("free_E_predicted_loss")),
-                            ("pinned_E", (forecast.get("pinned_E") or {}).get("predicted_loss"))):
+                            ("pinned_E", (forecast.get("pinned_E") or {}).get("predicted_loss")),
+                            ("unconstrained", forecast.get("unconstrained_predicted_loss"))):
         if predicted is not None:
             graded[f"{name}_relative_error"] = (float(actual) - predicted) / predicted
     return graded

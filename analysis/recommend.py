@@ -145,7 +145,7 @@ def data_constrained_recommendation(
         )
         return None
     k = fit.flops_per_param_token
-    cap = cap_analysis(fit.law, compute, unique_tokens, k)
+    cap = cap_analysis(fit.law, compute, unique_tokens, k, fit.last_helpful_epochs)
     bootstrap = report.bootstrap
     same_cap = bootstrap is not None and report.unique_tokens == unique_tokens
 
@@ -160,13 +160,20 @@ def data_constrained_recommendation(
     cap["double_compute"]["ci"] = {"predicted_loss": interval("double_compute.predicted_loss")}
     cap["double_unique_tokens"]["ci"] = {"predicted_loss": interval("double_unique_tokens.predicted_loss")}
     epochs = cap["constrained"]["epochs"]
+    if cap["constrained"]["limited_by_epochs"]:
+        warnings.append(
+            f"recommend: the data-constrained optimum is held at {epochs:.3g} epochs, the most that still helped "
+            f"in the sweep before more made a run worse; the law alone would repeat the data more"
+        )
     if epochs > WARN_EPOCHS:
         warnings.append(
             f"recommend: the data-constrained optimum trains {epochs:.3g} epochs over {unique_tokens:.3g} unique "
             f"tokens (more than {WARN_EPOCHS:g}): repeats are worth less than fresh data there, and the "
             f"prediction leans on R*_D = {fit.R_D_star:.3g}; more unique data is worth considering"
         )
-    return {"unique_tokens": unique_tokens, "unique_tokens_source": source, "law": fit.law.to_json(), **cap}
+    return {"unique_tokens": unique_tokens, "unique_tokens_source": source, "law": fit.law.to_json(), **cap,
+            "overfit_run_ids": list(fit.overfit_run_ids),
+            "last_helpful_epochs": fit.last_helpful_epochs if math.isfinite(fit.last_helpful_epochs) else None}
 
 
 def final_run_settings(

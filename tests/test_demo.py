@@ -7,21 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling.pipeline.demo import run_demo
+from scaling.pipeline.demo import FiniteStudy, run_demo
 
-TINY_GRID = """
-name = "tiny-demo"
-data = "unused"
-seed = 0
-
-[grid]
-kind = "isoflop"
-budgets = [2e9, 6e9, 2e10]
-widths = [8, 16, 24, 32, 48]
-sizes_per_budget = 3
-tokens_per_param = 30.0
-min_steps = 8
-
+TINY_TRAINING = """
 [train]
 batch_size = 8
 seq_len = 32
@@ -37,14 +25,44 @@ cpus_per_run = 1
 gpus_per_run = 0
 """
 
+TINY_GRID = """
+name = "tiny-demo"
+data = "unused"
+seed = 0
+
+[grid]
+kind = "isoflop"
+budgets = [2e9, 6e9, 2e10]
+widths = [8, 16, 24, 32, 48]
+sizes_per_budget = 3
+tokens_per_param = 30.0
+min_steps = 8
+""" + TINY_TRAINING
+
+TINY_FINITE_GRID = """
+name = "tiny-finite"
+data = "unused"
+seed = 0
+
+[grid]
+kind = "params_x_tokens"
+widths = [8, 16, 24]
+tokens = [3e3, 1e4, 3e4]
+unique_tokens = [2e3, 6e3]
+min_steps = 8
+""" + TINY_TRAINING
+
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(TINY_GRID)
+    finite_grid = tmp_path / "finite.toml"
+    finite_grid.write_text(TINY_FINITE_GRID)
+    finite = FiniteStudy(grid=finite_grid, patients=400, compute=8e9, unique_tokens=2e3, bootstrap=10)
     root = tmp_path / "demo"
-    first = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, log=lambda m: None)
+    first = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, finite=finite, log=lambda m: None)
 
     for path in ("recommendation.json", "fit.json", "report.md", "final/summary.json", "final/prediction.json",
                  "final/forecast.json",
@@ -69,11 +87,18 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     forecast = json.loads((root / "final" / "forecast.json").read_text())
     assert forecast["made_before_training"] and f"loss {forecast['predicted_loss']:.4f} at the run's" in report
     assert "Leave-future-out" in report and "Shape family" in report
+    # the finite-data section: the final run under the cap repeats its subset, graded against both laws
+    capped = json.loads((root / "finite" / "final" / "prediction.json").read_text())
+    assert capped["approach"] == "data_constrained" and capped["epochs"] > 1
+    assert capped == first["finite_prediction"]
+    assert "## Finite data" in report and f"actual {capped['actual_loss']:.4f}" in report
+    assert f"forecast {capped['unconstrained_predicted_loss']:.4f}" in report
 
     before = {p: p.read_bytes() for p in [root / "evaluation" / "evaluation.json", root / "final" / "summary.json"]}
     messages = []
-    second = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, log=messages.append)
-    for stage in ("cohort", "tokens", "fit", "evaluation"):
+    second = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, finite=finite, log=messages.append)
+    for stage in ("cohort", "tokens", "fit", "evaluation", "finite cohort", "finite tokens"):
         assert f"{stage}: done before, reused" in messages
     assert second["prediction"] == first["prediction"]
+    assert second["finite_prediction"] == first["finite_prediction"]
     assert all(p.read_bytes() == content for p, content in before.items())

@@ -1,5 +1,6 @@
 """`scaling final`: the recommended model is trained, its predicted and actual losses written, and a
-re-run reuses the recommendation and the finished run; on a Ray cluster (one task, or two hosts joined by
+re-run reuses the recommendation and the finished run; under a data cap it trains the data-constrained
+optimum on a nested subset and is graded against that law; on a Ray cluster (one task, or two hosts joined by
 jax.distributed) it trains the same model to the same losses."""
 
 import json
@@ -14,11 +15,13 @@ import pandas as pd
 import pytest
 from train_builders import random_token_store
 
-from analysis.example_table import synthetic_isoflop_table
+from analysis.data_constrained import constrained_optimum
+from analysis.example_table import synthetic_data_constrained_table, synthetic_isoflop_table
 from analysis.forecast import fit_input_sha256
-from analysis.loss_law import LossLaw
+from analysis.loss_law import DataConstrainedLaw, LossLaw
 from analysis.results_table import load_results
 from scaling.common.errors import InputError
+from scaling.data.token_store import TokenStore, train_subset
 from scaling.pipeline.final import Cluster, check_fits, check_visible
 from sweeps.cluster import check_reachable
 
@@ -285,3 +288,67 @@ def test_a_table_approach_3_cannot_fit_trains_without_a_forecast(tmp_path, run_c
     assert prediction["approach"] == "approach2" and prediction["forecast"] is None
     assert "no forecast: approach 3 could not be fitted" in err
     assert not (tmp_path / "final" / "forecast.json").exists()
+
+
+CAPPED_LAW = DataConstrainedLaw(LAW, R_D_star=5.0)
+CAP = 1000  # unique train tokens: about 14 of the store's 41 train patients
+
+
+def known_data_constrained_sweep(root) -> tuple:
+    """A token store and a sizes x unique data x epochs table drawn from CAPPED_LAW (no training needed)."""
+    store = random_token_store(root / "tok")
+    runs = synthetic_data_constrained_table(CAPPED_LAW, sizes=(1e3, 3e3, 1e4, 3e4), unique_tokens=(300, 1000, 3000),
+                                            seed=2)
+    results = root / "results.csv"
+    runs.to_csv(results, index=False)
+    return store, results
+
+
+@pytest.mark.slow
+def test_final_under_a_data_cap_trains_the_constrained_optimum_on_a_subset(tmp_path, run_cli):
+    store, results = known_data_constrained_sweep(tmp_path)
+    out = tmp_path / "final"
+    code, stdout, err = run_cli("final", results, "--compute", "3e8", "--unique-tokens", str(CAP), "--data", store,
+                                "--out", out, "--bootstrap", "20", "--json")
+    assert code == 0, err
+    prediction = json.loads(stdout)
+    saved = json.loads((out / "recommendation.json").read_text())
+    rec, config = saved["recommendation"], saved["config"]
+    summary = json.loads((out / "summary.json").read_text())
+    forecast = json.loads((out / "forecast.json").read_text())
+    # the run is the data-constrained law's optimum at the cap, trained on the nested subset of CAP tokens
+    law = DataConstrainedLaw.from_json(rec["data_constrained_law"])
+    optimum = constrained_optimum(law, 3e8, CAP)
+    assert rec["params"] == pytest.approx(optimum["params"]) and rec["tokens"] == pytest.approx(optimum["tokens"])
+    assert rec["point_from"] == "data_constrained" and rec["unconstrained"]["params"] < rec["params"]
+    assert config["train"]["unique_tokens"] == CAP
+    subset = train_subset(TokenStore.open(store), CAP, config["train"]["seq_len"] + 1)
+    assert summary["unique_tokens"] == subset.tokens and summary["epochs"] == pytest.approx(
+        summary["tokens"] / subset.tokens)
+    assert summary["epochs"] > 4
+    # forecast and grade: the data-constrained law at the run's own N, D and U; approach 3's beside it
+    n, d, u = summary["params"], summary["tokens"], summary["unique_tokens"]
+    assert forecast["point_from"] == "data_constrained" and forecast["made_before_training"] is True
+    assert (forecast["params"], forecast["tokens"], forecast["unique_tokens"]) == (n, d, u)
+    assert forecast["predicted_loss"] == pytest.approx(float(law.loss(n, d, u)))
+    assert prediction["predicted_loss"] == pytest.approx(float(law.loss(n, d, u)))
+    a3 = rec["law"]
+    unconstrained = a3["E"] + a3["A"] / n ** a3["alpha"] + a3["B"] / d ** a3["beta"]
+    assert prediction["unconstrained_predicted_loss"] == pytest.approx(unconstrained)
+    actual = summary["val_loss"]
+    assert prediction["unconstrained_relative_error"] == pytest.approx((actual - unconstrained) / unconstrained)
+    assert prediction["forecast"]["relative_error"] == pytest.approx(
+        (actual - forecast["predicted_loss"]) / forecast["predicted_loss"])
+    # a re-run asking for another cap is refused: the directory holds this one's recommendation
+    code, _, err = run_cli("final", results, "--compute", "3e8", "--data", store, "--out", out)
+    assert code == 2 and "was made with unique_tokens = 1000, not none" in err
+
+
+@pytest.mark.parametrize("value,message", [("0", "is not a positive number"), ("-5", "is not a positive number"),
+                                           ("1e9", "is more than the")])
+def test_a_data_cap_the_store_cannot_hold_is_refused_in_one_line(tmp_path, run_cli, value, message):
+    store, results = known_data_constrained_sweep(tmp_path)
+    code, _, err = run_cli("final", results, "--compute", "3e8", "--unique-tokens", value, "--data", store,
+                           "--out", tmp_path / "final")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "final").exists()

@@ -1,16 +1,21 @@
 """The data-constrained law L(N, D, U) (Muennighoff et al. 2023): its closed form, recovery of a known law
-from a table drawn from it, the optimum under a data cap, and null with a reason without repeated data."""
+from a table drawn from it (also with runs that overfit mixed in), the optimum under a data cap and under an
+epoch bound, and null with a reason without repeated data."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.optimize import approx_fprime
 
 from analysis.data_constrained import (
+    OVERFIT_TOLERANCE,
     RepeatData,
     cap_analysis,
     constrained_optimum,
     fit_data_constrained_table,
+    last_helpful_epochs,
     objective_and_gradient,
+    overfit_mask,
 )
 from analysis.example_table import (
     EXAMPLE_DATA_CONSTRAINED_LAW,
@@ -86,6 +91,58 @@ def test_constrained_optimum_spends_the_compute_and_costs_loss():
     plenty = cap_analysis(LAW, C, 1e15)
     assert plenty["constrained"]["params"] == pytest.approx(free["params"], rel=1e-3)
     assert plenty["loss_cost"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_runs_more_epochs_made_worse_are_found():
+    # N, U, D, loss: per (N, U), a run is flagged when its loss tops the best earlier one by more than 1%
+    rows = [
+        (1e6, 1e7, 5e6, 3.00), (1e6, 1e7, 2e7, 2.50), (1e6, 1e7, 8e7, 2.60), (1e6, 1e7, 3e8, 2.55),  # 8x, 30x worse
+        (2e6, 1e7, 2e7, 2.40), (2e6, 1e7, 8e7, 2.42),  # +0.8%: within the noise tolerance
+        (1e6, 1e8, 2e7, 2.90), (1e6, 1e8, 8e7, 2.95),  # fewer tokens than U: no repeat, never flagged
+        (2e6, 4e7, 8e7, 2.30), (2e6, 4e7, 1.6e8, 2.10), (2e6, 4e7, 3.2e8, 2.20),  # 4x worse
+    ]
+    params, unique, tokens, loss = (np.array(column) for column in zip(*rows, strict=True))
+    mask = overfit_mask(params, tokens, unique, loss)
+    assert mask.tolist() == [False, False, True, True, False, False, False, False, False, False, True]
+    assert 2.42 / 2.40 - 1 < OVERFIT_TOLERANCE < 2.60 / 2.50 - 1
+    # the best run before each group's first flagged one: 2 epochs (U = 1e7) and 4 epochs (U = 4e7)
+    assert last_helpful_epochs(params, tokens, unique, loss, mask) == pytest.approx(2.0)
+    assert last_helpful_epochs(params, tokens, unique, loss, np.zeros(len(loss), bool)) == np.inf
+
+
+def test_runs_that_overfit_are_left_out_and_the_law_still_recovered():
+    runs = synthetic_data_constrained_table(LAW, noise=0.005, seed=3)
+    # the largest model on the smallest subset memorises it past 32 epochs: its loss rises 20% and 35%
+    group = runs[(runs["params"] == max(EXAMPLE_SIZES)) & (runs["unique_tokens"] == min(EXAMPLE_UNIQUE_TOKENS))]
+    last = group.loc[group["epochs"].idxmax()]
+    extra = [last.to_dict() | {"run_id": f"memorised-x{e}", "epochs": e, "tokens": e * last["unique_tokens"],
+                               "flops": 6 * last["params"] * e * last["unique_tokens"], "loss": last["loss"] * rise}
+             for e, rise in ((64.0, 1.20), (128.0, 1.35))]
+    table = results_from_frame(pd.concat([runs, pd.DataFrame(extra)], ignore_index=True))
+    fit = fit_data_constrained_table(table, warm_start=fit_parametric_loss_table(table))
+    assert set(fit.overfit_run_ids) == {"memorised-x64.0", "memorised-x128.0"}
+    assert fit.n_points == len(runs) and fit.overfit_epochs == 64.0
+    assert fit.last_helpful_epochs == pytest.approx(group.loc[group["loss"].idxmin(), "epochs"])
+    assert fit.R_D_star == pytest.approx(LAW.R_D_star, rel=0.20)
+    U = min(EXAMPLE_UNIQUE_TOKENS)
+    assert fit.predict(1e7, 16 * U, U) == pytest.approx(LAW.loss(1e7, 16 * U, U), rel=0.01)
+    assert any("2 run(s) got worse with more epochs" in w for w in fit.warnings)
+
+
+def test_capped_optimum_stays_within_the_epochs_that_helped():
+    C, U, k = 1e17, 1e7, 6.0
+    free = constrained_optimum(LAW, C, U)
+    assert free["epochs"] > 8 and not free["limited_by_epochs"]
+    bound = free["epochs"] / 2
+    held = constrained_optimum(LAW, C, U, max_epochs=bound)
+    # on the bound: N = C / (k·U·bound), and a worse loss than the law's own optimum
+    assert held["limited_by_epochs"] and held["epochs"] == pytest.approx(bound, rel=1e-6)
+    assert held["params"] == pytest.approx(C / (k * U * bound), rel=1e-6)
+    assert held["predicted_loss"] > free["predicted_loss"]
+    # a bound the optimum does not reach changes nothing
+    loose = constrained_optimum(LAW, C, U, max_epochs=2 * free["epochs"])
+    assert loose["params"] == pytest.approx(free["params"], rel=1e-6) and not loose["limited_by_epochs"]
+    assert cap_analysis(LAW, C, U, k, bound)["max_epochs"] == bound
 
 
 def test_fit_report_adds_the_law_with_bootstrap_intervals():

@@ -120,6 +120,16 @@ CASES = [
     ("final", "side sweep without a learning-rate axis", {"hp.csv": "params,tokens,loss,lr\n1e4,1e6,2,0.01\n"},
      ["final", "{dir}/results.csv", "--compute", "1e10", "--data", "{store}", "--out", "{dir}/out",
       "--hyperparameters", "{dir}/hp.csv", "--bootstrap", "0"], "hyperparameters: needs 2+ budgets"),
+    # the final run under a data cap
+    ("final", "data cap larger than the store", {},
+     ["final", "{dir}/results.csv", "--compute", "1e10", "--data", "{store}", "--out", "{dir}/out",
+      "--unique-tokens", "1e12", "--bootstrap", "0"], "unique_tokens = 1e+12 is more than the"),
+    ("final", "data cap zero", {},
+     ["final", "{dir}/results.csv", "--compute", "1e10", "--data", "{store}", "--out", "{dir}/out",
+      "--unique-tokens", "0"], "--unique-tokens: 0.0 is not a positive"),
+    ("final", "data cap without runs that repeat data", {},
+     ["final", "{dir}/results.csv", "--compute", "1e10", "--data", "{store}", "--out", "{dir}/out",
+      "--unique-tokens", "200", "--bootstrap", "0"], "the data-constrained law could not be fitted"),
 ]
 
 

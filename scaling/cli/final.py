@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 
 from scaling.cli.app import app
 from scaling.cli.output import print_json, stderr_console
+from scaling.common.errors import InputError
 
 
 @app.command("final")
@@ -26,12 +28,19 @@ def final(
     hyperparameters: Path = typer.Option(
         None, "--hyperparameters",
         help="A learning-rate x batch-size side sweep's results: its laws set the lr and batch size at C."),
+    unique_tokens: float = typer.Option(
+        None, "--unique-tokens",
+        help="A data cap: train the data-constrained optimum on a nested subset of this many train tokens."),
     json_output: bool = typer.Option(False, "--json", help="Print prediction.json on stdout."),
 ) -> None:
     """Train the model `scaling recommend` picks at budget C and compare predicted with actual loss.
 
     Training settings come from the sweep that made RESULTS (the lr and batch size from the laws of a side sweep
     with --hyperparameters); re-running resumes the run.
+
+    With --unique-tokens U the run trains at the optimum of the data-constrained law under that cap, repeating
+    a nested subset of about U train tokens, and its forecast is that law's (approach 3's fresh-data forecast
+    beside it).
 
     Without --address it trains in this process on all local devices.
 
@@ -47,6 +56,8 @@ def final(
 
       scaling final runs/demo/sweep/results.parquet --compute 9e12 --hyperparameters runs/hp/results.parquet
 
+      scaling final runs/finite/sweep/results.parquet --compute 3e12 --unique-tokens 2e5
+
       scaling final /shared/sweep/results.parquet --compute 1e19 --address HEAD:6379 --gpus 8 --cpus 32
 
       scaling final /shared/sweep/results.parquet --compute 1e20 --address HEAD:6379 --hosts 4 --gpus 8 --cpus 32
@@ -56,9 +67,12 @@ def final(
     cluster = cluster_for(address, hosts, gpus, cpus)
     out = out or Path(results).parent / f"final-{compute:.3g}"
     console = stderr_console()
+    if unique_tokens is not None and not (math.isfinite(unique_tokens) and unique_tokens > 0):
+        raise InputError(f"--unique-tokens: {unique_tokens} is not a positive number of unique train tokens",
+                         field="unique_tokens")
     prediction = final_run(results, compute, out, data=data, bootstrap=bootstrap, approach=approach,
                            log=lambda m: console.print(m, highlight=False), cluster=cluster,
-                           hyperparameters=hyperparameters)
+                           hyperparameters=hyperparameters, unique_tokens=unique_tokens)
     if json_output:
         print_json(prediction)
     else:

@@ -3,7 +3,9 @@
     cohort (synthetic MEDS) -> token store -> quickstart IsoFLOP sweep on local Ray -> fits, bootstrap,
     backtest, figures -> recommendation at a budget several times the sweep's largest -> the final run
     -> downstream evaluation of the final run and of each budget's best sweep run (simulated futures
-    against baselines and the oracle) -> runs/demo/report.md (scaling.pipeline.report)
+    against baselines and the oracle) -> finite data: a small cohort, a size x tokens x unique-data sweep,
+    the optimum under a data cap and its final run (runs/demo/finite/) -> runs/demo/report.md
+    (scaling.pipeline.report)
 
 Each stage writes its own directory and is skipped when that directory is complete, so re-running
 after an interruption redoes nothing that finished.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +30,7 @@ from scaling.data.tokenizer import tokenize_dataset
 from scaling.evaluate.evaluation import Evaluation, EvaluationSettings, write_evaluation
 from scaling.evaluate.tasks import load_tasks
 from scaling.pipeline.final import final_run
-from scaling.pipeline.report import demo_report
+from scaling.pipeline.report import demo_report, finite_section
 from scaling.synth.generate import generate_cohort
 from scaling.synth.replay import entropy_floor_stats
 from scaling.train.run_dir import FINISHED
@@ -46,8 +49,20 @@ ORACLE_SAMPLES = 1000
 EVAL_TRAIN_PATIENTS = 10_000
 
 
+@dataclass(frozen=True)
+class FiniteStudy:
+    """The demo's finite-data section: a cohort small enough that its budget must repeat data, a sweep of
+    sizes x tokens x unique data on it, and the final run at the optimum under a cap of `unique_tokens`."""
+
+    grid: Path = Path(sweeps.__file__).parent / "grids" / "finite.toml"
+    patients: int = 3_000
+    compute: float = 1e12  # 2.2x the sweep's largest run; the capped optimum there repeats the cap about 13 times
+    unique_tokens: float = 2e5
+    bootstrap: int = 50
+
+
 def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid: Path | None = None,
-             final_multiple: float = FINAL_MULTIPLE, log=print) -> dict:
+             final_multiple: float = FINAL_MULTIPLE, finite: FiniteStudy = FiniteStudy(), log=print) -> dict:
     root = Path(root)
     grid_path = Path(grid or Path(sweeps.__file__).parent / "grids" / "quickstart.toml")
     started = time.perf_counter()
@@ -88,15 +103,24 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     evaluation_dir = root / "evaluation"
     stage("evaluation", (evaluation_dir / "evaluation.json").is_file(),
           lambda: evaluate_demo_runs(cohort, [*best_run_per_budget(sweep_dir), root / "final"], evaluation_dir, log))
+    finite_dir = root / "finite"
+    stage("finite cohort", (finite_dir / "cohort").exists(),
+          lambda: generate_cohort(finite_dir / "cohort", finite.patients, seed=0, log=log))
+    stage("finite tokens", (finite_dir / "tokens").exists(),
+          lambda: tokenize_dataset(finite_dir / "cohort", finite_dir / "tokens"))
+    stage("finite sweep", False, lambda: run_sweep(finite.grid, finite_dir / "sweep", data=finite_dir / "tokens"))
+    finite_prediction = final_run(finite_dir / "sweep" / "results.parquet", finite.compute, finite_dir / "final",
+                                  bootstrap=finite.bootstrap, log=log, unique_tokens=finite.unique_tokens)
     stats = json.loads((tokens / "stats.json").read_text())
     fit = json.loads(fit_path.read_text())
     evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
     forecast_path = root / "final" / "forecast.json"
     forecast = json.loads(forecast_path.read_text()) if forecast_path.is_file() else None
     report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation, forecast)
+    report += "\n" + finite_section(finite_dir, finite_prediction)
     write_file_atomic(root / "report.md", report)
     log(f"report: {root / 'report.md'} ({time.perf_counter() - started:.0f} s)")
-    return {"root": str(root), "prediction": prediction, "timings": timings}
+    return {"root": str(root), "prediction": prediction, "finite_prediction": finite_prediction, "timings": timings}
 
 
 def best_run_per_budget(sweep_dir: Path) -> list[Path]:

@@ -30,17 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.data_constrained import check_repeated_data
 from analysis.fit_report import fit_all
-from analysis.forecast import forecast_run, grade
+from analysis.forecast import forecast_capped_run, forecast_run, grade
 from analysis.hyperparameter_laws import fit_hyperparameter_laws
-from analysis.loss_law import LAW_KEYS, LossLaw
-from analysis.recommend import final_run_settings, recommend_compute_optimal
+from analysis.loss_law import LAW_KEYS, DataConstrainedLaw, LossLaw
+from analysis.recommend import final_run_settings, model_shape_for, recommend_compute_optimal
 from analysis.results_table import NotEnoughData, load_results
+from analysis.shape_family import family_check, swept_family
 from models.accounting import count_params
 from models.config import ModelShape
 from scaling.common.atomic import write_json_atomic
 from scaling.common.errors import InputError
-from scaling.data.token_store import TokenStore, meds_dir_of_store
+from scaling.data.token_store import TokenStore, meds_dir_of_store, train_subset
 from scaling.synth.generate import world_settings
 from scaling.synth.replay import ReplayMismatch, patients_floor
 from scaling.train.batches import patient_evaluation_windows
@@ -76,8 +78,10 @@ def sweep_train_settings(results: Path) -> tuple[dict, str | None, dict]:
 
 
 def recommendation_for(results: Path, compute: float, data: str | None, bootstrap: int, approach: str,
-                       report=None, log=print, hyperparameters: Path | None = None) -> tuple[dict, dict, object]:
-    """Fit the table (unless given its fit report) and return (recommendation JSON, run config dict, fit report)."""
+                       report=None, log=print, hyperparameters: Path | None = None,
+                       unique_tokens: float | None = None) -> tuple[dict, dict, object]:
+    """Fit the table (unless given its fit report) and return (recommendation JSON, run config dict, fit report).
+    `unique_tokens`: train on a nested subset of that many train tokens, at the data-constrained optimum."""
     train, sweep_data, sweep_model = sweep_train_settings(results)
     data = data or sweep_data
     if data is None:
@@ -85,16 +89,29 @@ def recommendation_for(results: Path, compute: float, data: str | None, bootstra
                          field="data")
     store = TokenStore.open(data)
     seq_len = int(train.get("seq_len", 128))
+    if unique_tokens is not None:  # refused before the fit: more than the store holds, or too few for a window,
+        train_subset(store, unique_tokens, seq_len + 1, field="unique_tokens")
+        try:  # or a table without the runs that repeat data the data-constrained law needs
+            check_repeated_data(load_results(results))
+        except NotEnoughData as e:
+            raise InputError(f"{results}: no optimum under unique_tokens = {unique_tokens:g}: the data-constrained "
+                             f"law could not be fitted ({e})", field="unique_tokens") from None
     # the side sweep first: a table that cannot give laws is refused before the long fit starts
     laws = None if hyperparameters is None else hyperparameter_laws(hyperparameters, compute, bootstrap)
     if report is None:
         log(f"fitting {results} (bootstrap {bootstrap}) for the compute-optimal model at C = {compute:.3g} FLOPs")
-        report = fit_all(load_results(results), bootstrap=bootstrap, compute=compute)
-    rec = recommend_compute_optimal(report, compute, approach, vocab_size=store.vocab.size, seq_len=seq_len)
+        report = fit_all(load_results(results), bootstrap=bootstrap, compute=compute, unique_tokens=unique_tokens)
+    rec = recommend_compute_optimal(report, compute, approach, vocab_size=store.vocab.size, seq_len=seq_len,
+                                    unique_tokens=unique_tokens)
     if rec.get("shape") is None or rec.get("tokens") is None:
         raise InputError(f"{results}: no recommendation at C = {compute:.3g}: {'; '.join(rec.get('warnings', []))}")
+    if unique_tokens is not None:
+        rec = at_data_constrained_optimum(rec, report, results, unique_tokens, store.vocab.size, seq_len)
+        train["unique_tokens"] = float(unique_tokens)
     lr, batch_size = float(train.get("lr", 3e-3)), int(train.get("batch_size", 16))
     sources = {key: f"copied from the sweep ({Path(results).parent})" for key in train}
+    if unique_tokens is not None:
+        sources["unique_tokens"] = "the data cap (--unique-tokens)"
     if laws is not None:
         lr = laws["lr_at_compute"]
         law = laws["lr_law"]
@@ -119,6 +136,28 @@ def recommendation_for(results: Path, compute: float, data: str | None, bootstra
     if law:
         rec["law"] = {k: law[k] for k in LAW_KEYS}
     return rec, config, report
+
+
+def at_data_constrained_optimum(rec: dict, report, results: Path, unique_tokens: float, vocab_size: int,
+                                seq_len: int) -> dict:
+    """The recommendation moved to the optimum under the data cap (N, D, shape, predicted loss and its interval
+    from the data-constrained law); the unconstrained one is kept as `unconstrained`."""
+    capped = rec.get("data_constrained")
+    if capped is None:
+        reasons = [w for w in rec["warnings"] if w.startswith("data_constrained")]
+        raise InputError(f"{results}: no optimum under unique_tokens = {unique_tokens:g}: the data-constrained law "
+                         f"could not be fitted ({'; '.join(reasons) or 'no runs that repeat data'})",
+                         field="unique_tokens")
+    point = capped["constrained"]
+    family = swept_family(report.table)
+    shape = model_shape_for(point["params"], vocab_size, seq_len, family)
+    _, family_warnings = family_check(family, shape)
+    unconstrained = {k: rec[k] for k in ("params", "tokens", "tokens_per_param", "predicted_loss", "ci", "shape")}
+    return {**rec, "params": point["params"], "tokens": point["tokens"],
+            "tokens_per_param": point["tokens_per_param"], "predicted_loss": point["predicted_loss"],
+            "ci": point["ci"], "shape": shape, "unique_tokens": float(unique_tokens), "epochs": point["epochs"],
+            "point_from": "data_constrained", "data_constrained_law": capped["law"], "unconstrained": unconstrained,
+            "warnings": rec["warnings"] + family_warnings}
 
 
 def hyperparameter_laws(path: Path, compute: float, bootstrap: int) -> dict:
@@ -158,18 +197,23 @@ def cluster_for(address: str | None, hosts: int = 1, gpus: int | None = None,
 
 def final_run(results: str | Path, compute: float, out: str | Path, *, data: str | None = None, bootstrap: int = 200,
               approach: str = "approach3", report=None, log=print, progress: bool = True,
-              cluster: Cluster | None = None, hyperparameters: Path | None = None) -> dict:
+              cluster: Cluster | None = None, hyperparameters: Path | None = None,
+              unique_tokens: float | None = None) -> dict:
     """Train the recommendation at `compute` into `out` (here, or on `cluster`) and write prediction.json.
-    `hyperparameters`: a side sweep's results table whose laws set the learning rate and batch size."""
+    `hyperparameters`: a side sweep's results table whose laws set the learning rate and batch size.
+    `unique_tokens`: a data cap: the run trains at the data-constrained optimum on a nested subset of that many
+    train tokens, and its forecast is the data-constrained law's."""
     out = Path(out)
     with connected(cluster) if cluster else contextlib.nullcontext():
         rec, config, report = saved_recommendation(results, compute, out, data, bootstrap, approach, report, log,
-                                                   hyperparameters)
+                                                   hyperparameters, unique_tokens)
         forecast = saved_forecast(results, out, config, bootstrap, report, log)
         shape = rec["shape"]
         predicted = "none" if rec.get("predicted_loss") is None else f"{rec['predicted_loss']:.4f}"
+        capped = "" if rec.get("unique_tokens") is None else (
+            f" ({rec['epochs']:.3g} epochs over {rec['unique_tokens']:.3g} unique tokens)")
         log(f"final run: N = {rec['params']:.3g} (ladder shape d_model {shape['d_model']}, {shape['n_layers']} "
-            f"layers), D = {rec['tokens']:.3g} tokens, predicted loss {predicted}")
+            f"layers), D = {rec['tokens']:.3g} tokens{capped}, predicted loss {predicted}")
         if cluster:
             summary = train_on_cluster(config, out, cluster, log)
         else:
@@ -182,7 +226,8 @@ def final_run(results: str | Path, compute: float, out: str | Path, *, data: str
 
 
 def saved_recommendation(results, compute: float, out: Path, data, bootstrap: int, approach: str, report,
-                         log, hyperparameters: Path | None = None) -> tuple[dict, dict, object]:
+                         log, hyperparameters: Path | None = None,
+                         unique_tokens: float | None = None) -> tuple[dict, dict, object]:
     """The recommendation and run config in out/recommendation.json, made (and written) if missing, and the fit
     report it came from (None when reused)."""
     rec_path = out / "recommendation.json"
@@ -192,20 +237,30 @@ def saved_recommendation(results, compute: float, out: Path, data, bootstrap: in
         if rec["compute"] != compute:
             raise InputError(f"{rec_path}: was made for C = {rec['compute']:.3g}, not {compute:.3g}; use another out",
                              field="out")
+        if rec.get("unique_tokens") != (None if unique_tokens is None else float(unique_tokens)):
+            made = "no data cap" if rec.get("unique_tokens") is None else f"unique_tokens = {rec['unique_tokens']:g}"
+            raise InputError(f"{rec_path}: was made with {made}, not "
+                             f"{'none' if unique_tokens is None else f'{unique_tokens:g}'}; use another out",
+                             field="out")
         log(f"reusing {rec_path}")
         return rec, config, report
     rec, config, report = recommendation_for(Path(results), compute, data, bootstrap, approach, report, log,
-                                             hyperparameters)
+                                             hyperparameters, unique_tokens)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(rec_path, {"results": str(results), "recommendation": rec, "config": config})
     return rec, config, report
 
 
-def run_size(config: dict) -> tuple[int, float]:
-    """(N, D) the final run will train: its shape's parameter count and its whole-step tokens."""
+def run_size(config: dict) -> tuple[int, float, float | None]:
+    """(N, D, U) the final run will train: its shape's parameter count, its whole-step tokens, and the tokens of
+    its nested train subset (None without a data cap)."""
     store = TokenStore.open(config["data"])
-    shape = ModelShape(**config["model"], vocab_size=store.vocab.size, max_seq_len=int(config["train"]["seq_len"]))
-    return count_params(shape)["total"], float(config["train"]["tokens"])
+    train = config["train"]
+    shape = ModelShape(**config["model"], vocab_size=store.vocab.size, max_seq_len=int(train["seq_len"]))
+    unique = None
+    if train.get("unique_tokens") is not None:
+        unique = float(train_subset(store, train["unique_tokens"], int(train["seq_len"]) + 1).tokens)
+    return count_params(shape)["total"], float(train["tokens"]), unique
 
 
 # At most this fraction of the validation targets may lie in windows the generator cannot score for the floor
@@ -271,49 +326,70 @@ def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log
     if path.is_file():
         return json.loads(path.read_text())
     started = bool(RunDir(out).checkpoint_steps()) or RunDir(out).read_summary() is not None
+    params, tokens, unique = run_size(config)
     if report is None:
         log(f"fitting {results} (bootstrap {bootstrap}) for the forecast")
-        report = fit_all(load_results(results), bootstrap=bootstrap, holdout=0)
-    if report.approach3 is None:
+        report = fit_all(load_results(results), bootstrap=bootstrap, holdout=0, unique_tokens=unique)
+    if unique is not None:
+        if report.data_constrained is None:
+            log("no forecast: the data-constrained law could not be fitted to the table (see the warnings)")
+            return None
+        forecast = forecast_capped_run(report, params, tokens, unique)
+    elif report.approach3 is None:
         log("no forecast: approach 3 could not be fitted to the table (see the recommendation's warnings)")
         return None
-    params, tokens = run_size(config)
-    floor = irreducible_floor(config)
-    forecast = forecast_run(report, params, tokens, pinned_E=floor.E if floor else None,
-                            pinned_E_source=floor.source if floor else "", pinned_E_exact=bool(floor and floor.exact))
+    else:
+        floor = irreducible_floor(config)
+        forecast = forecast_run(report, params, tokens, pinned_E=floor.E if floor else None,
+                                pinned_E_source=floor.source if floor else "",
+                                pinned_E_exact=bool(floor and floor.exact))
     forecast = {"results": str(results), "made_before_training": not started, **forecast}
     write_json_atomic(path, forecast)
     low, high = forecast["interval"]
     log(f"forecast ({path}): loss {forecast['predicted_loss']:.4f} [{low:.4f}, {high:.4f}] at N = {params:,}, "
-        f"D = {tokens:,.0f}")
+        f"D = {tokens:,.0f}" + ("" if unique is None else f", U = {unique:,.0f}"))
     return forecast
 
 
 def prediction_record(compute: float, rec: dict, summary: dict, forecast: dict | None = None) -> dict:
     # The ladder's shape and whole steps move N and D a little off the recommendation: the law is asked
-    # again at the run's own N and D, which is the prediction the run tests.
+    # again at the run's own N and D (and, under a data cap, its subset's unique tokens), which is the
+    # prediction the run tests.
     actual = summary.get("val_loss")
     law = rec.get("law")
-    predicted = (float(LossLaw.from_json(law).loss(summary["params"], summary["tokens"])) if law
-                 else rec["predicted_loss"])
-    return {
+    unconstrained = float(LossLaw.from_json(law).loss(summary["params"], summary["tokens"])) if law else None
+    capped_law = rec.get("data_constrained_law")
+    if capped_law:
+        predicted = float(DataConstrainedLaw.from_json(capped_law).loss(summary["params"], summary["tokens"],
+                                                                         summary["unique_tokens"]))
+    else:
+        predicted = unconstrained if law else rec["predicted_loss"]
+
+    def error(prediction):
+        return None if actual is None or prediction is None else (actual - prediction) / prediction
+
+    record = {
         "compute": compute,
-        "approach": rec["approach"],
+        "approach": "data_constrained" if capped_law else rec["approach"],
         "predicted_loss": predicted,
         "predicted_loss_at_recommendation": rec["predicted_loss"],
-        "predicted_loss_ci": rec["ci"].get("predicted_loss"),
+        "predicted_loss_ci": (rec.get("ci") or {}).get("predicted_loss"),
         "actual_loss": actual,
-        "relative_error": None if actual is None or predicted is None else (actual - predicted) / predicted,
+        "relative_error": error(predicted),
         "params": summary.get("params"),
         "tokens": summary.get("tokens"),
         "flops": summary.get("flops"),
         "status": summary.get("status"),
-        "forecast": None if forecast is None else {
-            "predicted_loss": forecast["predicted_loss"], "interval": forecast["interval"],
-            "made_before_training": forecast.get("made_before_training"),
-            "fit_input_sha256": forecast.get("fit_input_sha256"),
-            **grade(forecast, actual)},
     }
+    if capped_law:
+        record |= {"unique_tokens": summary.get("unique_tokens"), "epochs": summary.get("epochs"),
+                   "unconstrained_predicted_loss": unconstrained, "unconstrained_relative_error": error(unconstrained)}
+    record["forecast"] = None if forecast is None else {
+        "predicted_loss": forecast["predicted_loss"], "interval": forecast["interval"],
+        "made_before_training": forecast.get("made_before_training"),
+        "fit_input_sha256": forecast.get("fit_input_sha256"),
+        **grade(forecast, actual)}
+    return record
 
 
 # -- on a Ray cluster ------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ recommendation, the final run's predicted and actual loss, and downstream evalua
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -254,3 +255,49 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
     if (root / "evaluation" / "runs" / final_name / "metric_vs_samples.png").is_file():
         lines.append(f"![metric_vs_samples](evaluation/runs/{final_name}/metric_vs_samples.png)")
     return [*lines, ""]
+
+
+def finite_section(finite_dir: Path, prediction: dict) -> str:
+    """The report's finite-data section: the sweep over unique data, the law it fits, the optimum under the
+    cap and the final run trained there, graded against the data-constrained and the fresh-data forecasts."""
+    results = pd.read_parquet(finite_dir / "sweep" / "results.parquet")
+    rec = json.loads((finite_dir / "final" / "recommendation.json").read_text())["recommendation"]
+    capped, law = rec["data_constrained"], rec["data_constrained_law"]
+    free, point = capped["unconstrained"], capped["constrained"]
+    forecast = prediction.get("forecast") or {}
+    low, high = forecast.get("interval") or (float("nan"), float("nan"))
+
+    def percent(value) -> str:
+        return "n/a" if value is None else f"{100 * value:+.2f}%"
+
+    train = json.loads((finite_dir / "tokens" / "stats.json").read_text())["splits"]["train"]
+    lines = [
+        "## Finite data",
+        "",
+        f"A small cohort ({train['patients']:,} train patients, {train['tokens']:,} train tokens) and a sweep of "
+        f"{len(results)} runs on nested subsets of up to {results['unique_tokens'].max():,.0f} tokens "
+        f"({results['params'].nunique()} sizes x {results['tokens'].nunique()} token counts x "
+        f"{results['unique_tokens'].nunique()} unique-data levels, {results['epochs'].min():.2g} to "
+        f"{results['epochs'].max():.3g} epochs). The data-constrained law (Muennighoff et al. 2023) fitted to it: "
+        f"R*_D = {law['R_D_star']:.3g} repeated epochs"
+        + (f"; {len(capped['overfit_run_ids'])} run(s) that more epochs made worse are left out, and the law is "
+           f"trusted up to {capped['last_helpful_epochs']:.3g} epochs" if capped.get("overfit_run_ids") else "")
+        + ".",
+        "",
+        f"At C = {rec['compute']:.3g} FLOPs with {capped['unique_tokens']:,.0f} unique tokens, the fresh-data optimum "
+        f"(N = {free['params']:,.0f}, D = {free['tokens']:,.0f}) would pass over the data {free['epochs']:.1f} "
+        f"times. The optimum under the cap: **N = {point['params']:,.0f}, D = {point['tokens']:,.0f}, "
+        f"{point['epochs']:.1f} epochs**, predicted loss {point['predicted_loss']:.4f}; the cap costs "
+        f"{capped['loss_cost']:.4f} nats. Doubling compute would buy {capped['double_compute']['loss_gain']:.4f}, "
+        f"doubling unique data {capped['double_unique_tokens']['loss_gain']:.4f}: more "
+        f"{capped['better'].replace('_', ' ')} helps more.",
+        "",
+        f"The final run there (N = {prediction['params']:,}, D = {prediction['tokens']:,}, "
+        f"{prediction['epochs']:.1f} epochs over {prediction['unique_tokens']:,} tokens): forecast "
+        f"{prediction['predicted_loss']:.4f} (interval {low:.4f} to {high:.4f}, registered before training), "
+        f"actual {prediction['actual_loss']:.4f}: **{percent(prediction['relative_error'])}**. Approach 3, which "
+        f"takes every token for new, forecast {prediction['unconstrained_predicted_loss']:.4f} "
+        f"({percent(prediction['unconstrained_relative_error'])}).",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
