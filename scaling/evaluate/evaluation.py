@@ -29,7 +29,7 @@ from scaling.evaluate.baselines import BASELINES, FeatureSpace, fit_predict
 from scaling.evaluate.figures import plot_metric_vs_runs, plot_metric_vs_samples, write_figures
 from scaling.evaluate.labels import Cohort, PredictionTimes, prediction_times, task_labels
 from scaling.evaluate.meds_predictions import meds_predictions
-from scaling.evaluate.metrics import bootstrap_indices, point_metrics, task_metrics
+from scaling.evaluate.metrics import bootstrap_indices, paired_difference, point_metrics, task_metrics
 from scaling.evaluate.oracle import Oracle, world_settings
 from scaling.evaluate.outcomes import (
     estimate_from_probabilities,
@@ -223,15 +223,16 @@ class Evaluation:
         if n < 2:
             report["warnings"].append(f"{n} predictions; nothing to score")
             report.update(model=None, model_probability=None, baselines={name: None for name in BASELINES},
-                          oracle=None, by_samples=[])
+                          oracle=None, versus_baselines={}, by_samples=[])
             return report
 
         def score(estimate: np.ndarray) -> dict:
             return task_metrics(task.kind, y, estimate, ts.resamples, s.min_positives)
 
-        report["model"] = score(estimate_from_samples(task, values))
-        report["model_probability"] = (score(estimate_from_probabilities(task, probability))
-                                       if probability is not None else None)
+        model = estimate_from_samples(task, values)
+        model_probability = estimate_from_probabilities(task, probability) if probability is not None else None
+        report["model"] = score(model)
+        report["model_probability"] = score(model_probability) if model_probability is not None else None
         report["baselines"] = {}
         for name in BASELINES:
             predictions = ts.baselines.get(name)
@@ -242,6 +243,8 @@ class Evaluation:
             else:
                 report["baselines"][name] = score(predictions)
         report["oracle"] = self._oracle_report(ts) if ts.oracle is not None else None
+        report["versus_baselines"] = self._versus_baselines(
+            ts, {"model": model, "model_probability": model_probability, "oracle": ts.oracle})
         ranking = task.kind != "binary" or min(y.sum(), n - y.sum()) >= s.min_positives
         report["by_samples"] = [
             {"samples": k, **point_metrics(task.kind, y, estimate_from_samples(task, values[:, :k]), ranking),
@@ -251,6 +254,25 @@ class Evaluation:
             for k in samples_ladder(values.shape[1])
         ]
         return report
+
+    def _versus_baselines(self, ts: TaskSet, estimators: dict[str, np.ndarray | None]) -> dict:
+        """{estimator: {baseline: paired difference}} on the primary metric (metrics.paired_difference). The
+        oracle is compared on the histories the generator replayed, with resamples of those rows."""
+        s = self.settings
+        out = {}
+        for name, estimate in estimators.items():
+            if estimate is None:
+                continue
+            rows, resamples = np.arange(len(ts.labels)), ts.resamples
+            if np.isnan(estimate).any():
+                rows = np.flatnonzero(~np.isnan(estimate))
+                resamples = bootstrap_indices(len(rows), s.bootstrap, s.seed)
+            out[name] = {
+                baseline: paired_difference(ts.task.kind, ts.labels[rows], estimate[rows], predictions[rows],
+                                            resamples, s.min_positives)
+                for baseline, predictions in ts.baselines.items()
+                if predictions is not None and not isinstance(predictions, str)}
+        return out
 
     def _oracle_report(self, ts: TaskSet) -> dict:
         replayed = np.flatnonzero(~np.isnan(ts.oracle))

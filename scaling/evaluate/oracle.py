@@ -16,11 +16,11 @@ import numpy as np
 
 from scaling.common.errors import InputError
 from scaling.data.meds_io import MedsDataset
-from scaling.data.scheme import elapsed_minutes
+from scaling.data.scheme import SECONDS_PER_MINUTE
 from scaling.data.tokenizer import TokenizerSettings, TrainCodes, build_vocabulary
 from scaling.evaluate.labels import Cohort, PredictionTimes, history_prompts
 from scaling.evaluate.outcomes import Futures
-from scaling.synth.generate import WORLD_FILE, world_settings
+from scaling.synth.generate import WORLD_FILE, gap_seconds, world_settings
 from scaling.synth.process import HOLD, ClinicalProcess, ProcessState, Timelines
 from scaling.synth.replay import timelines_from_tokens
 from scaling.synth.world import make_world
@@ -50,7 +50,7 @@ class Oracle:
         rng = np.random.default_rng(seed)
         state = self.replay_histories(forced, rng)
         future = self.process.advance(state.repeat(samples), rng, horizon_minutes=horizon_minutes)
-        return self._to_futures(future), ok
+        return self._to_futures(future, rng), ok
 
     def replay_histories(self, forced: Timelines, rng: np.random.Generator) -> ProcessState:
         """The process's state just after each history (forced timelines without [EOS]): every row waits
@@ -61,9 +61,11 @@ class Oracle:
         self.process.advance(state, rng, forced=forced, max_steps=int(n_events.max(initial=0)) + 1)
         return state
 
-    def _to_futures(self, tl: Timelines) -> Futures:
-        """Sampled timelines as events, with minutes at the middle of each interval class."""
-        clock = np.cumsum(elapsed_minutes(tl.gap, tl.repeats, middle=True), axis=1)
+    def _to_futures(self, tl: Timelines, rng: np.random.Generator) -> Futures:
+        """Sampled timelines as events, each gap drawn inside its interval class as the cohort's own times
+        were (generate.gap_seconds): futures carry the true distribution of event times, not class middles,
+        which would bias a median duration and put events on the wrong side of a horizon."""
+        clock = np.cumsum(gap_seconds(tl.gap, tl.repeats, rng.random(tl.gap.shape)) / SECONDS_PER_MINUTE, axis=1)
         has = tl.code >= 0
         owner = np.broadcast_to(np.arange(len(tl.code))[:, None], tl.code.shape)
         return Futures(owner[has].astype(np.int64), clock[has], tl.code[has].astype(np.int64),

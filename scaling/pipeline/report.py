@@ -177,18 +177,20 @@ def _cell(block: dict | None, metric: str) -> str:
 
 
 def against_best_baseline(task: dict) -> str | None:
-    """'ahead of', 'level with' or 'behind' the task's better baseline, judged by the model's interval of
-    the primary metric (AUROC: higher is better; MAE: lower); None when either is missing."""
+    """'ahead of', 'level with' or 'behind' the task's better baseline (by its estimate of the primary metric),
+    judged by the interval of the paired difference model minus that baseline (metrics.paired_difference);
+    None when either is missing."""
     metric = PRIMARY_METRIC[task["kind"]]
-    model = task.get("model") or {}
-    ci = (model.get("ci") or {}).get(metric)
-    values = [b[metric] for b in (task.get("baselines") or {}).values() if b and b.get(metric) is not None]
-    if ci is None or not values:
+    baselines = {name: b[metric] for name, b in (task.get("baselines") or {}).items()
+                 if b and b.get(metric) is not None}
+    if not baselines:
         return None
-    sign = 1.0 if metric == "auroc" else -1.0  # compare as "higher is better"
-    best = max(sign * v for v in values)
-    low, high = sorted(sign * c for c in ci)
-    return "ahead of" if low > best else "behind" if high < best else "level with"
+    sign = 1.0 if metric == "auroc" else -1.0  # "higher is better"
+    best = max(baselines, key=lambda name: sign * baselines[name])
+    difference = ((task.get("versus_baselines") or {}).get("model") or {}).get(best)
+    if difference is None or difference.get("ci") is None:
+        return None
+    return {"ahead": "ahead of", "level": "level with", "behind": "behind"}[difference["verdict"]]
 
 
 def evaluation_section(evaluation: dict, root: Path) -> list[str]:
@@ -229,9 +231,10 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
     verdicts = [against_best_baseline(t) for t in final["tasks"]]
     counts = {v: verdicts.count(v) for v in ("ahead of", "level with", "behind")}
     lines += [
-        f"Against the better baseline of each task, the final model's 95% interval is ahead of it on "
-        f"{counts['ahead of']}, level with it (the interval holds the baseline's estimate) on {counts['level with']}, "
-        f"and behind it on {counts['behind']} of {sum(counts.values())} scored tasks.",
+        f"Against the better baseline of each task, by the 95% paired bootstrap interval of the difference (the "
+        f"same resampled patients for both), the final model is ahead of it on {counts['ahead of']}, level with it "
+        f"(the interval holds 0) on {counts['level with']}, and behind it on {counts['behind']} of "
+        f"{sum(counts.values())} scored tasks.",
         "",
     ]
     lines += [

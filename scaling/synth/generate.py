@@ -91,17 +91,21 @@ def code_metadata(world: World) -> pa.Table:
     })
 
 
+def gap_seconds(gap: np.ndarray, repeats: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(n, S) seconds of each event's gap, drawn uniformly inside its interval class from `u` (uniform in
+    [0, 1), one per event); integer seconds keep the class exact. 0 for an event without a gap."""
+    lower = INTERVAL_EDGES * SECONDS_PER_MINUTE
+    gap = np.asarray(gap).astype(np.int64)
+    lo = np.where(gap == LONG_GAP, repeats * lower[-2], lower[np.maximum(gap, 0)])
+    width = np.where(gap == LONG_GAP, lower[-2], lower[np.maximum(gap, 0) + 1] - lower[np.maximum(gap, 0)])
+    return np.where(gap >= 0, lo + np.floor(u * (width - 1)), 0).astype(np.int64)
+
+
 def timelines_to_events(tl: Timelines, world: World, subject_ids: np.ndarray, rng: np.random.Generator) -> pa.Table:
     """Sampled timelines -> MEDS rows (static sex, birth, events), sorted by subject and time."""
     n, steps = tl.code.shape
     has = tl.code >= 0  # (n, S)
-    # Gaps in seconds, uniform inside the interval class (integer seconds keep the class exact).
-    lower = INTERVAL_EDGES * SECONDS_PER_MINUTE
-    gap = tl.gap.astype(np.int64)
-    u = rng.random((n, steps))
-    lo = np.where(gap == LONG_GAP, tl.repeats * lower[-2], lower[np.maximum(gap, 0)])
-    width = np.where(gap == LONG_GAP, lower[-2], lower[np.maximum(gap, 0) + 1] - lower[np.maximum(gap, 0)])
-    seconds = np.where(gap >= 0, lo + np.floor(u * (width - 1)), 0).astype(np.int64)
+    seconds = gap_seconds(tl.gap, tl.repeats, rng.random((n, steps)))
     first = EPOCH_START + (rng.random(n) * 10 * US_PER_YEAR).astype(np.int64)
     times = first[:, None] + np.cumsum(seconds * US_PER_SECOND, axis=1)  # (n, S) us
     # A birth date inside the age bucket, 0.02 years away from its edges.
