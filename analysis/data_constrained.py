@@ -377,8 +377,10 @@ def constrained_optimum(law: DataConstrainedLaw, compute: float, unique_tokens: 
     values = loss_at(grid)
     i = int(np.argmin(values))
     low, high = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    result = minimize_scalar(loss_at, bounds=(low, high), method="bounded", options={"xatol": 1e-9})
-    log_params = float(result.x) if result.fun <= values[i] else float(grid[i])
+    log_params = float(grid[i])
+    if high > low:
+        result = minimize_scalar(loss_at, bounds=(low, high), method="bounded", options={"xatol": 1e-9})
+        log_params = float(result.x) if result.fun <= values[i] else log_params
     point = _point(law, float(np.exp(log_params)), compute, unique_tokens, k)
     point["limited_by_epochs"] = bool(np.isfinite(max_epochs) and point["epochs"] >= max_epochs * (1 - 1e-6))
     return point
