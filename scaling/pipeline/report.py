@@ -176,10 +176,10 @@ def _cell(block: dict | None, metric: str) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def against_best_baseline(task: dict) -> str | None:
+def against_best_baseline(task: dict, estimator: str = "model") -> str | None:
     """'ahead of', 'level with' or 'behind' the task's better baseline (by its estimate of the primary metric),
-    judged by the interval of the paired difference model minus that baseline (metrics.paired_difference);
-    None when either is missing."""
+    judged by the interval of the paired difference `estimator` minus that baseline
+    (metrics.paired_difference); None when either is missing."""
     metric = PRIMARY_METRIC[task["kind"]]
     baselines = {name: b[metric] for name, b in (task.get("baselines") or {}).items()
                  if b and b.get(metric) is not None}
@@ -187,7 +187,7 @@ def against_best_baseline(task: dict) -> str | None:
         return None
     sign = 1.0 if metric == "auroc" else -1.0  # "higher is better"
     best = max(baselines, key=lambda name: sign * baselines[name])
-    difference = ((task.get("versus_baselines") or {}).get("model") or {}).get(best)
+    difference = ((task.get("versus_baselines") or {}).get(estimator) or {}).get(best)
     if difference is None or difference.get("ci") is None:
         return None
     return {"ahead": "ahead of", "level": "level with", "behind": "behind"}[difference["verdict"]]
@@ -228,13 +228,19 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
                      f"{_cell(baselines.get('gbdt'), metric)} | {_cell(task.get('oracle'), metric)} |")
     warned = [f"{t['name']}: {w}" for t in final["tasks"] for w in t["warnings"]]
     lines += [""] + [f"- {w}" for w in warned] + ([""] if warned else [])
-    verdicts = [against_best_baseline(t) for t in final["tasks"]]
-    counts = {v: verdicts.count(v) for v in ("ahead of", "level with", "behind")}
+    plain = [against_best_baseline(t) for t in final["tasks"]]
+    # the probability estimator where a task has one (a lower-variance estimate of the same quantity), else plain
+    best = [against_best_baseline(t, "model_probability") or v for t, v in zip(final["tasks"], plain, strict=True)]
+
+    def counted(verdicts: list) -> str:
+        counts = {v: verdicts.count(v) for v in ("ahead of", "level with", "behind")}
+        return (f"ahead of it on {counts['ahead of']}, level with it on {counts['level with']} and behind it on "
+                f"{counts['behind']} of {sum(counts.values())} scored tasks")
+
     lines += [
         f"Against the better baseline of each task, by the 95% paired bootstrap interval of the difference (the "
-        f"same resampled patients for both), the final model is ahead of it on {counts['ahead of']}, level with it "
-        f"(the interval holds 0) on {counts['level with']}, and behind it on {counts['behind']} of "
-        f"{sum(counts.values())} scored tasks.",
+        f"same resampled patients for both; level: the interval holds 0), the final model's fraction of futures "
+        f"is {counted(plain)}; with its own probabilities where a task has them, {counted(best)}.",
         "",
     ]
     lines += [
