@@ -4,10 +4,10 @@ D' = U + U·R*_D·(1 - exp(-R_D / R*_D)), R_D = D/U - 1 the epochs beyond the fi
 Their excess-parameter term (R*_N) is left out; docs/fitting.md says why.
 
 The effective data can only flatten the loss as epochs grow, never raise it; a small model on a small
-subset does more than flatten: it memorises, and its validation loss rises. Such runs (`overfit_mask`: a
+subset does more than flatten: it memorises, and its validation loss rises. Such runs (`overfit_runs`: a
 loss above that of a run of the same N and U with fewer tokens, by more than the noise tolerance) are left
 out of the fit and named in its output, and the epoch count they stopped helping at bounds the optimum
-under a cap (`last_helpful_epochs`): the law is not asked where the sweep saw it fail.
+under a cap (its last helpful epochs): the law is not asked where the sweep saw it fail.
 
 The fit is approach 3's, with one more parameter: Huber loss (delta = 1e-3) on log loss summed over runs,
 log-sum-exp form, L-BFGS-B with the analytic gradient in theta = (e, a, b, alpha, beta, log R*_D). Starts:
@@ -77,7 +77,7 @@ class DataConstrainedFit:
     n_starts_at_best: int
     flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN
     fit_seconds: float = 0.0
-    overfit_run_ids: tuple[str, ...] = ()  # left out: more epochs made them worse (overfit_mask)
+    overfit_run_ids: tuple[str, ...] = ()  # left out: more epochs made them worse (overfit_runs)
     overfit_epochs: float = np.inf  # the fewest epochs of a left-out run
     last_helpful_epochs: float = np.inf  # the most epochs that still helped where a run then got worse
 
@@ -131,33 +131,27 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def overfit_mask(params, tokens, unique_tokens, loss, tolerance: float = OVERFIT_TOLERANCE) -> np.ndarray:
-    """True for each run that repeats data and ends more than `tolerance` (relative) above the lowest loss of
-    the runs of the same N and U with fewer tokens: the extra epochs made it worse."""
+def overfit_runs(params, tokens, unique_tokens, loss, tolerance: float = OVERFIT_TOLERANCE
+                 ) -> tuple[np.ndarray, float]:  # fmt: skip
+    """(mask, last helpful epochs). The mask is True for each run that repeats data and ends more than
+    `tolerance` (relative) above the lowest loss of the runs of the same N and U with fewer tokens: the extra
+    epochs made it worse. The last helpful epochs are the fewest, over the (N, U) groups with such a run, of
+    the epochs of the group's best run before its first one: how far repetition was seen to help before it
+    hurt (inf when no run got worse)."""
     params, tokens, unique_tokens, loss = (np.asarray(v, float) for v in (params, tokens, unique_tokens, loss))
     mask = np.zeros(len(loss), dtype=bool)
+    limit = np.inf
     for n, u in set(zip(params.tolist(), unique_tokens.tolist(), strict=True)):
         group = np.flatnonzero((params == n) & (unique_tokens == u))
-        best = np.inf
+        best = None  # the lowest-loss run so far, in order of tokens
         for i in group[np.argsort(tokens[group], kind="stable")]:
-            mask[i] = tokens[i] > u * REPEATED and loss[i] > best * (1 + tolerance)
-            best = min(best, loss[i])
-    return mask
-
-
-def last_helpful_epochs(params, tokens, unique_tokens, loss, mask: np.ndarray) -> float:
-    """The fewest, over the (N, U) groups with a run in `mask`, of the epochs of the group's best run before
-    its first masked one: how far repetition was seen to help before it hurt (inf when nothing is masked)."""
-    params, tokens, unique_tokens, loss = (np.asarray(v, float) for v in (params, tokens, unique_tokens, loss))
-    limit = np.inf
-    for i in np.flatnonzero(mask):
-        same = (params == params[i]) & (unique_tokens == unique_tokens[i])
-        if np.any(same & mask & (tokens < tokens[i])):
-            continue  # not the group's first masked run
-        earlier = np.flatnonzero(same & (tokens < tokens[i]))
-        best = earlier[np.argmin(loss[earlier])]
-        limit = min(limit, float(tokens[best] / min(unique_tokens[best], tokens[best])))
-    return limit
+            worse = best is not None and tokens[i] > u * REPEATED and loss[i] > loss[best] * (1 + tolerance)
+            if worse and not mask[group].any():  # the group's first run that got worse
+                limit = min(limit, float(tokens[best] / min(u, tokens[best])))
+            mask[i] = worse
+            if best is None or loss[i] < loss[best]:
+                best = i
+    return mask, limit
 
 
 @dataclass(frozen=True)
@@ -315,7 +309,7 @@ def fit_data_constrained_table(
     check_repeated_data(table)
     params, tokens, loss = table.arrays()
     unique_tokens = table.unique_tokens_array()
-    overfit = overfit_mask(params, tokens, unique_tokens, loss)
+    overfit, last_helpful = overfit_runs(params, tokens, unique_tokens, loss)
     kept = table.select(np.flatnonzero(~overfit)) if overfit.any() else table
     if overfit.any():
         check_repeated_data(kept, f" once the {int(overfit.sum())} run(s) more epochs made worse are left out")
@@ -326,11 +320,9 @@ def fit_data_constrained_table(
     )  # fmt: skip
     if not overfit.any():
         return fit
-    epochs = tokens / np.minimum(unique_tokens, tokens)
     return replace(
         fit, overfit_run_ids=tuple(str(r) for r in table.runs["run_id"].to_numpy()[overfit]),
-        overfit_epochs=float(np.min(epochs[overfit])),
-        last_helpful_epochs=last_helpful_epochs(params, tokens, unique_tokens, loss, overfit),
+        overfit_epochs=float(np.min(table.epochs_array()[overfit])), last_helpful_epochs=last_helpful,
     )  # fmt: skip
 
 

@@ -13,9 +13,8 @@ from analysis.data_constrained import (
     cap_analysis,
     constrained_optimum,
     fit_data_constrained_table,
-    last_helpful_epochs,
     objective_and_gradient,
-    overfit_mask,
+    overfit_runs,
 )
 from analysis.example_table import (
     EXAMPLE_DATA_CONSTRAINED_LAW,
@@ -102,12 +101,13 @@ def test_runs_more_epochs_made_worse_are_found():
         (2e6, 4e7, 8e7, 2.30), (2e6, 4e7, 1.6e8, 2.10), (2e6, 4e7, 3.2e8, 2.20),  # 4x worse
     ]
     params, unique, tokens, loss = (np.array(column) for column in zip(*rows, strict=True))
-    mask = overfit_mask(params, tokens, unique, loss)
+    mask, last_helpful = overfit_runs(params, tokens, unique, loss)
     assert mask.tolist() == [False, False, True, True, False, False, False, False, False, False, True]
     assert 2.42 / 2.40 - 1 < OVERFIT_TOLERANCE < 2.60 / 2.50 - 1
     # the best run before each group's first flagged one: 2 epochs (U = 1e7) and 4 epochs (U = 4e7)
-    assert last_helpful_epochs(params, tokens, unique, loss, mask) == pytest.approx(2.0)
-    assert last_helpful_epochs(params, tokens, unique, loss, np.zeros(len(loss), bool)) == np.inf
+    assert last_helpful == pytest.approx(2.0)
+    no_worse = slice(4, 8)  # the groups where more epochs never hurt
+    assert overfit_runs(params[no_worse], tokens[no_worse], unique[no_worse], loss[no_worse])[1] == np.inf
 
 
 def test_runs_that_overfit_are_left_out_and_the_law_still_recovered():

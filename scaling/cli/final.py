@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
 
 from scaling.cli.app import app
+from scaling.cli.fit import check_unique_tokens
 from scaling.cli.output import print_json, stderr_console
-from scaling.common.errors import InputError
 
 
 @app.command("final")
@@ -67,9 +66,7 @@ def final(
     cluster = cluster_for(address, hosts, gpus, cpus)
     out = out or Path(results).parent / f"final-{compute:.3g}"
     console = stderr_console()
-    if unique_tokens is not None and not (math.isfinite(unique_tokens) and unique_tokens > 0):
-        raise InputError(f"--unique-tokens: {unique_tokens} is not a positive number of unique train tokens",
-                         field="unique_tokens")
+    check_unique_tokens(unique_tokens)
     prediction = final_run(results, compute, out, data=data, bootstrap=bootstrap, approach=approach,
                            log=lambda m: console.print(m, highlight=False), cluster=cluster,
                            hyperparameters=hyperparameters, unique_tokens=unique_tokens)

@@ -57,7 +57,7 @@ def _check_compute(value: float | None) -> None:
         raise InputError(f"--compute: {value} is not a positive number of FLOPs")
 
 
-def _check_unique_tokens(value: float | None) -> None:
+def check_unique_tokens(value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise InputError(f"--unique-tokens: {value} is not a positive number of unique train tokens")
 
@@ -186,7 +186,7 @@ def recommend_command(
 
     _check_compute(compute)
     _check_flops(flops)
-    _check_unique_tokens(unique_tokens)
+    check_unique_tokens(unique_tokens)
     for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size), ("--vocab-size", vocab_size)):
         if value is not None and value < 1:
             raise InputError(f"{option}: {value} is not a positive integer")

@@ -29,7 +29,7 @@ from scaling.evaluate.baselines import BASELINES, FeatureSpace, fit_predict
 from scaling.evaluate.figures import plot_metric_vs_runs, plot_metric_vs_samples, write_figures
 from scaling.evaluate.labels import Cohort, PredictionTimes, prediction_times, task_labels
 from scaling.evaluate.meds_predictions import meds_predictions
-from scaling.evaluate.metrics import bootstrap_indices, paired_difference, point_metrics, task_metrics
+from scaling.evaluate.metrics import bootstrap_indices, can_rank, paired_difference, point_metrics, task_metrics
 from scaling.evaluate.oracle import Oracle, world_settings
 from scaling.evaluate.outcomes import (
     estimate_from_probabilities,
@@ -217,7 +217,7 @@ class Evaluation:
                         "mean_label": float(y.mean()) if n else None, "warnings": []}
         if task.kind == "binary":
             report["positives"] = int(y.sum())
-            if min(y.sum(), n - y.sum()) < s.min_positives:
+            if not can_rank(task.kind, y, s.min_positives):
                 report["warnings"].append(f"too few positives or negatives ({int(y.sum())} positives of {n}); "
                                           f"AUROC and AUPRC need at least {s.min_positives} of each")
         if n < 2:
@@ -245,7 +245,7 @@ class Evaluation:
         report["oracle"] = self._oracle_report(ts) if ts.oracle is not None else None
         report["versus_baselines"] = self._versus_baselines(
             ts, {"model": model, "model_probability": model_probability, "oracle": ts.oracle})
-        ranking = task.kind != "binary" or min(y.sum(), n - y.sum()) >= s.min_positives
+        ranking = can_rank(task.kind, y, s.min_positives)
         report["by_samples"] = [
             {"samples": k, **point_metrics(task.kind, y, estimate_from_samples(task, values[:, :k]), ranking),
              **({"probability": point_metrics(task.kind, y, estimate_from_probabilities(task, probability[:, :k]),

@@ -33,6 +33,19 @@ def calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     return float(gap.sum() / len(y))
 
 
+def can_rank(kind: str, y: np.ndarray, min_positives: int) -> bool:
+    """Whether ranking metrics (AUROC, AUPRC) mean anything: always for counts and durations, and for a binary
+    task with at least `min_positives` positives and as many negatives."""
+    return kind != "binary" or min(y.sum(), len(y) - y.sum()) >= min_positives
+
+
+def primary_value(kind: str, y: np.ndarray, estimate: np.ndarray) -> float | None:
+    """The task's primary metric alone (PRIMARY_METRIC): AUROC (None with one class) or MAE."""
+    if kind == "binary":
+        return float(roc_auc_score(y, np.clip(estimate, 0.0, 1.0))) if 0 < y.sum() < len(y) else None
+    return float(mean_absolute_error(y, estimate))
+
+
 def point_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, ranking: bool = True) -> dict[str, float | None]:
     if kind == "binary":
         both = 0 < y.sum() < len(y)
@@ -57,7 +70,7 @@ def bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
 def task_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, resamples: np.ndarray,
                  min_positives: int = 10) -> dict:
     """Point metrics and their bootstrap intervals: {"auroc": x, ..., "ci": {"auroc": [lo, hi], ...}}."""
-    ranking = kind != "binary" or min(y.sum(), len(y) - y.sum()) >= min_positives
+    ranking = can_rank(kind, y, min_positives)
     out: dict = point_metrics(kind, y, estimate, ranking)
     draws: dict[str, list[float]] = {k: [] for k, v in out.items() if v is not None}
     for rows in resamples:
@@ -77,13 +90,11 @@ def paired_difference(kind: str, y: np.ndarray, first: np.ndarray, second: np.nd
     """`first` minus `second` on the task's primary metric, its paired bootstrap interval, and the verdict for
     `first` (better is higher AUROC, lower MAE). None when the metric is undefined (too few positives)."""
     metric = PRIMARY_METRIC[kind]
-    ranking = kind != "binary" or min(y.sum(), len(y) - y.sum()) >= min_positives
-    if not ranking or len(y) == 0:
+    if len(y) == 0 or not can_rank(kind, y, min_positives):
         return None
 
     def difference(rows) -> float | None:
-        a = point_metrics(kind, y[rows], first[rows])[metric]
-        b = point_metrics(kind, y[rows], second[rows])[metric]
+        a, b = primary_value(kind, y[rows], first[rows]), primary_value(kind, y[rows], second[rows])
         return None if a is None or b is None else a - b
 
     point = difference(np.arange(len(y)))
