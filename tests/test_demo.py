@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_notebooks import NOTEBOOK_DIR, run_notebook
 
 from scaling.pipeline.demo import FiniteStudy, run_demo
 
@@ -55,7 +56,7 @@ min_steps = 8
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_demo_runs_every_stage_then_reuses_them(tmp_path):
+def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     grid = tmp_path / "grid.toml"
     grid.write_text(TINY_GRID)
     finite_grid = tmp_path / "finite.toml"
@@ -74,12 +75,22 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     evaluated = [Path(run["run"]["run_dir"]).name for run in evaluation["runs"]]
     assert evaluated == [*best, "final"]  # each budget's lowest-loss run, then the final run
     assert {t["kind"] for t in evaluation["runs"][-1]["tasks"]} == {"binary", "count", "duration"}
+    # the final run's metrics were predicted from the sweep's runs before it was evaluated, at its forecast loss
+    downstream = json.loads((root / "downstream_forecast.json").read_text())
+    assert downstream["registered_before_evaluation"]
+    assert [Path(r).name for r in downstream["fitted_on"]] == best
+    assert downstream["target"]["forecast_loss"] == json.loads((root / "final" / "forecast.json").read_text())[
+        "predicted_loss"]
+    fitted = [(t["name"], e) for t in downstream["tasks"] for e, b in t["estimators"].items() if "law_vs_loss" in b]
+    assert ("length_of_stay", "model") in fitted  # MAE is defined on every run; AUROC needs enough positives
+    assert (root / "downstream_law.png").is_file()
 
     report = (root / "report.md").read_text()
-    for heading in ("## Fitted laws", "## The final run", "## Downstream evaluation by simulation"):
+    for heading in ("## Fitted laws", "## The final run", "## Downstream evaluation by simulation",
+                    "### The downstream law"):
         assert heading in report
     final_tasks = evaluation["runs"][-1]["tasks"]
-    starts = tuple(f"| {t['name']} |" for t in final_tasks)
+    starts = tuple(f"| {t['name']} | {t['kind']} |" for t in final_tasks)
     table_rows = [line for line in report.splitlines() if line.startswith(starts)]
     assert len(table_rows) == len(final_tasks)
     prediction = json.loads((root / "final" / "prediction.json").read_text())
@@ -94,7 +105,12 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     assert "## Finite data" in report and f"actual {capped['actual_loss']:.4f}" in report
     assert f"forecast {capped['unconstrained_predicted_loss']:.4f}" in report
 
-    before = {p: p.read_bytes() for p in [root / "evaluation" / "evaluation.json", root / "final" / "summary.json"]}
+    # the notebook that explores a user's demo runs on this one and shows its figures
+    monkeypatch.setenv("SCALING_DEMO_ROOT", str(root))
+    run_notebook(NOTEBOOK_DIR / "explore_demo.ipynb")
+
+    before = {p: p.read_bytes() for p in [root / "evaluation" / "evaluation.json", root / "final" / "summary.json",
+                                          root / "downstream_forecast.json"]}
     messages = []
     second = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, finite=finite, log=messages.append)
     for stage in ("cohort", "tokens", "fit", "evaluation", "finite cohort", "finite tokens"):

@@ -5,6 +5,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -133,3 +134,44 @@ def test_evaluate_refuses_bad_input(run, run_cli, tmp_path):
     bad.write_text('[prediction.r]\nrule = "sometimes"\n')
     code, _, stderr = run_cli("evaluate", run_dir, "--tasks", bad)
     assert code == 2 and "prediction.r.rule = 'sometimes'" in stderr
+
+
+def test_evaluate_takes_an_aces_config_and_its_label_file(run, run_cli):
+    """The label file ACES would write for death within a year (here from the shipped task's own prediction
+    times and labels, every split), read with an ACES config: the same labels come back, the train split's
+    rows train the baselines, and predictions come out in meds-evaluation's schema."""
+    from meds_evaluation.schema import PredictionSchema
+
+    from scaling.data.meds_io import read_meds
+    from scaling.evaluate.labels import Cohort, prediction_times, task_labels
+    from scaling.evaluate.tasks import load_tasks
+
+    root, meds, _, run_dir = run
+    death = next(t for t in load_tasks("synth") if t.name == "death_1y")
+    cohort = Cohort.from_dataset(read_meds(meds))
+    times = prediction_times(cohort, death.prediction)
+    keep, labels = task_labels(cohort, death, times)
+    times = times.take(np.flatnonzero(keep))
+    label_file = root / "aces_death_1y.parquet"
+    pq.write_table(pa.table({"subject_id": pa.array(cohort.subject_ids[times.subject], pa.int64()),
+                             "prediction_time": pa.array(times.time_us, pa.int64()).cast(pa.timestamp("us")),
+                             "boolean_value": pa.array(labels[keep] == 1.0)}), label_file)
+    config = root / "death_1y.yaml"
+    config.write_text("predicates:\n  death:\n    code: MEDS_DEATH\ntrigger: _ANY_EVENT\nwindows:\n"
+                      "  input:\n    start: NULL\n    end: trigger\n    index_timestamp: end\n"
+                      "  target:\n    start: input.end\n    end: start + 365 days\n    label: death\n")
+    out = root / "aces_evaluation"
+    code, stdout, stderr = run_cli("evaluate", run_dir, "--tasks", config, "--labels", label_file, "--patients", 40,
+                                   "--samples", 2, "--max-new-tokens", 32, "--bootstrap", 0, "--no-oracle", "--json",
+                                   "--out", out)
+    assert code == 0, stderr
+    (task,) = json.loads(stdout)["tasks"]
+    held_out = cohort.splits[times.subject] == "held_out"
+    assert task["name"] == "death_1y" and task["n"] == min(40, int(held_out.sum()))
+    predictions = pq.read_table(out / "predictions.parquet")
+    by_time = dict(zip(zip(cohort.subject_ids[times.subject].tolist(), times.time_us.tolist()), labels[keep]))
+    got = zip(predictions["subject_id"].to_pylist(), predictions["prediction_time"].cast(pa.int64()).to_pylist(),
+              predictions["label"].to_pylist())
+    assert all(by_time[(s, when)] == label for s, when, label in got)
+    assert task["baselines"]["logistic"] is not None
+    PredictionSchema.validate(pq.read_table(out / "meds_predictions" / "death_1y" / "model.parquet"))

@@ -15,6 +15,21 @@ GOOD_RUN = "\n".join([
     "batch_size = 2", "seq_len = 16", "eval_every = 4", "eval_tokens = 64", "checkpoint_every = 4",
 ]) + "\n"
 
+ACES_CONFIG = """predicates:
+  death:
+    code: MEDS_DEATH
+trigger: _ANY_EVENT
+windows:
+  input:
+    start: NULL
+    end: trigger
+    index_timestamp: end
+  target:
+    start: input.end
+    end: start + 30d
+    label: death
+"""
+EVALUATION_JSON = b'{"runs": [{"run": {"run_dir": "elsewhere"}, "tasks": []}]}'
 
 
 def grid_axis(line: str, drop: str = "") -> str:
@@ -130,6 +145,22 @@ CASES = [
     ("final", "data cap without runs that repeat data", {},
      ["final", "{dir}/results.csv", "--compute", "1e10", "--data", "{store}", "--out", "{dir}/out",
       "--unique-tokens", "200", "--bootstrap", "0"], "the data-constrained law could not be fitted"),
+    # downstream evaluation: ACES configs, label files, the downstream forecast
+    ("evaluate", "ACES config without its label file", {"task.yaml": ACES_CONFIG},
+     ["evaluate", "{dir}", "--tasks", "{dir}/task.yaml"], "pass --labels"),
+    ("evaluate", "ACES window that ends at an event", {"task.yaml": ACES_CONFIG.replace("start + 30d", "start -> death")},
+     ["evaluate", "{dir}", "--tasks", "{dir}/task.yaml", "--labels", "{dir}/labels.parquet"],
+     "windows.target.end = 'start -> death': a window bounded by an event"),
+    ("evaluate", "ACES config not YAML", {"task.yaml": "predicates: [unclosed\n"},
+     ["evaluate", "{dir}", "--tasks", "{dir}/task.yaml", "--labels", "{dir}/labels.parquet"], "not YAML"),
+    ("evaluate", "label file for a TOML task file", {},
+     ["evaluate", "{dir}", "--labels", "{dir}/labels.parquet"], "--labels {dir}/labels.parquet: only for an ACES"),
+    ("evaluate", "downstream: evaluation not JSON", {"evaluation.json": b"{not json"},
+     ["downstream", "{dir}/evaluation.json", "--run", "{dir}"], "not JSON"),
+    ("evaluate", "downstream: run without a forecast", {"evaluation.json": EVALUATION_JSON},
+     ["downstream", "{dir}/evaluation.json", "--run", "{dir}"], "no forecast.json"),
+    ("evaluate", "downstream: too few refits", {"evaluation.json": EVALUATION_JSON},
+     ["downstream", "{dir}/evaluation.json", "--run", "{dir}", "--bootstrap", "3"], "--bootstrap 3"),
 ]
 
 
@@ -140,7 +171,7 @@ def store(tmp_path_factory):
 
 def test_the_census_is_not_empty():
     assert len(CASES) >= 50
-    assert {c[0] for c in CASES} == {"cli", "results", "run", "grid", "final"}
+    assert {c[0] for c in CASES} == {"cli", "results", "run", "grid", "final", "evaluate"}
 
 
 @pytest.mark.parametrize("category, name, files, argv, expected", CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES])

@@ -1,6 +1,7 @@
 """`scaling bench train --json`: the figures of the project's training step, consistent with the accounting."""
 
 import json
+import os
 
 import pytest
 
@@ -26,3 +27,21 @@ def test_train_bench_cli_rejects_bad_flags_in_one_line(run_cli):
     assert err.strip() == "error: --dtype float16; expected float32 or bfloat16"
     code, _, err = run_cli("bench", "train", "--d-model", 30, "--n-heads", 4)
     assert code == 2 and "model.d_model = 30 is not divisible by model.n_heads = 4" in err
+
+
+@pytest.mark.slow
+def test_train_vs_torch_runs_each_method_in_its_own_process():
+    """The comparison's worker mode: each loop answers from a process of its own (its pid differs from
+    ours), and the result carries every method's rounds and the project-over-other ratios."""
+    from scaling.bench.train_vs_torch import SHAPES, WorkerLoop, compare
+
+    spec = next(s for s in SHAPES if s[0] == "0.16M")
+    loop = WorkerLoop("plain_jit", spec, steps_per_dispatch=2)
+    assert loop.process.pid != os.getpid() and loop.process.poll() is None
+    tokens_per_s, steps = loop.run(0.05)
+    loop.close()
+    assert steps >= 1 and tokens_per_s > 0 and loop.process.returncode == 0
+    result = compare(*spec, rounds=2, seconds=0.05, steps_per_dispatch=2, log=lambda m: None)
+    assert result["separate_processes"] and len(result["samples"]["project"]) == 2
+    assert result["ratios"]["project/plain_jit"] == pytest.approx(
+        result["tokens_per_s"]["project"] / result["tokens_per_s"]["plain_jit"])

@@ -69,7 +69,11 @@ class ProjectTrainLoop:
         """Train for about `seconds`; return (tokens per second, steps)."""
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
+            previous = self.losses
             self._chunk()
+            # At most two chunks in flight, as in the trainer: dispatch is asynchronous, and an unbounded queue
+            # made a 3-second round run for minutes at 1M parameters (every queued chunk still had to finish).
+            jax.block_until_ready(previous)
             steps += self.k
         jax.block_until_ready(self.losses)
         return steps * self.tokens_per_step / (time.perf_counter() - start), steps

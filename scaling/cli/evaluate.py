@@ -74,7 +74,10 @@ def simulate(
 @app.command("evaluate")
 def evaluate(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories, or sweep directories (their finished runs)."),
-    tasks: str = typer.Option("synth", help="A tasks TOML file; 'synth' is the synthetic cohort's shipped tasks."),
+    tasks: str = typer.Option("synth", help="A tasks TOML file ('synth': the synthetic cohort's shipped tasks), or "
+                              "an ACES task config (.yaml) with --labels."),
+    labels: Path = typer.Option(None, help="The label file (or directory) ACES wrote for the --tasks config: its "
+                                "prediction times and labels (the train split's rows train the baselines)."),
     patients: int = typer.Option(200, help="Held-out patients per prediction rule."),
     samples: int = typer.Option(8, help="Simulated futures per patient (K)."),
     train_patients: int = typer.Option(20_000, help="Train-split patients per rule for the baselines."),
@@ -104,10 +107,13 @@ def evaluate(
       scaling evaluate runs/final --tasks my_tasks.toml --no-oracle --json
 
       scaling evaluate runs/sweeps/quickstart --samples 8 --out runs/sweep-eval
+
+      scaling evaluate runs/final --tasks aces/death_1y.yaml --labels aces_output/death_1y.parquet
     """
     # Lazy: start-up time (JAX and the evaluation stack load only for the command that runs).
     from scaling.common.atomic import refuse_existing
     from scaling.data.token_store import TokenStore, meds_dir_of_store
+    from scaling.evaluate.aces import load_task_file
     from scaling.evaluate.evaluation import (
         Evaluation,
         EvaluationSettings,
@@ -115,12 +121,11 @@ def evaluate(
         json_report,
         write_evaluation,
     )
-    from scaling.evaluate.tasks import load_tasks
     from scaling.train.run_dir import RunDir
 
     console = stderr_console()
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
-    task_list = load_tasks(tasks)
+    task_list = load_task_file(tasks, labels)
     runs = expand_run_dirs(run_dirs)
     if out is not None:
         refuse_existing(out, overwrite)
@@ -169,7 +174,7 @@ def print_report(report: dict, console) -> None:
             if block is None:
                 continue
             if "error" in block:
-                table.add_row(name, f"[dim]{block['error']}[/]", *[""] * (len(metrics) - 1))
+                table.add_row(name, f"[dim]{block['reason']}[/]", *[""] * (len(metrics) - 1))
                 continue
             table.add_row(name, *[_with_interval(block, metric) for metric in metrics])
         console.print(table)
@@ -186,3 +191,83 @@ def _with_interval(block: dict, metric: str) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+@app.command("downstream")
+def downstream(
+    sweep_evaluation: Path = typer.Argument(..., help="The --out directory (or its evaluation.json) of "
+                                            "`scaling evaluate` over a sweep's runs."),
+    run: Path = typer.Option(..., "--run", help="The run to predict: a `scaling final` run directory (its "
+                             "forecast.json holds the loss forecast registered before it trained)."),
+    actual: Path = typer.Option(None, help="The target's own evaluation (`scaling evaluate RUN --out`), to grade "
+                                "the forecast; also found in SWEEP_EVALUATION when the run was evaluated there."),
+    out: Path = typer.Option(None, help="Write the forecast (graded, when the target was evaluated) as JSON here."),
+    bootstrap: int = typer.Option(500, help="Refits for the intervals (each run's metric redrawn from its "
+                                  "evaluation's interval)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists (a registered forecast is kept "
+                                   "otherwise)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the forecast as JSON on stdout."),
+) -> None:
+    """Predict a larger run's downstream metrics from the evaluations of a sweep's runs, in two steps: its loss
+    from compute (the forecast `scaling final` registered), then each task's metric from that loss (a law
+    fitted across the sweep's runs). With the run's evaluation at hand, grade the prediction.
+
+    Evaluate the sweep and the run with the same --patients, --samples and --seed. See docs/evaluation.md.
+
+    Examples:
+
+      scaling evaluate runs/sweeps/quickstart --samples 32 --out runs/sweep-eval
+
+      scaling downstream runs/sweep-eval --run runs/final --out runs/final-downstream.json
+
+      scaling evaluate runs/final --samples 32 --out runs/final-eval
+
+      scaling downstream runs/sweep-eval --run runs/final --actual runs/final-eval
+    """
+    from scaling.common.atomic import refuse_existing, write_json_atomic
+    from scaling.common.errors import InputError
+    from scaling.common.jsonable import jsonable
+    from scaling.evaluate.downstream import downstream_forecast, grade_downstream, read_evaluations, target_of
+
+    if bootstrap < 10:
+        raise InputError(f"--bootstrap {bootstrap}; expected 10 or more")
+    if out is not None:
+        refuse_existing(out, overwrite, inputs=[sweep_evaluation, run, *([actual] if actual else [])])
+    reports = read_evaluations(sweep_evaluation)
+    target = target_of(run)
+    forecast = downstream_forecast(reports, target, bootstrap)
+    same = [r for r in (read_evaluations(actual) if actual else reports)
+            if Path(r["run"]["run_dir"]).resolve() == run.resolve()]
+    if actual is not None and not same:
+        raise InputError(f"{actual}: holds no evaluation of {run}; expected `scaling evaluate {run} --out ...`")
+    result = grade_downstream(forecast, same[0]) if same else forecast
+    if out is not None:
+        write_json_atomic(out, jsonable(result))
+    if json_output:
+        print_json(result)
+    else:
+        print_downstream(result, stderr_console())
+
+
+def print_downstream(result: dict, console) -> None:
+    """One row per task and estimator: the two-step prediction, from compute, and the actual metric."""
+    target = result["target"]
+    console.print(f"{target['run_dir']}: forecast loss {target['forecast_loss']:.4f}, C = {target['flops']:.3g}; "
+                  f"laws fitted on {len(result['fitted_on'])} evaluated runs", highlight=False)
+    table = Table(title_justify="left")
+    for column in ("task", "estimator", "metric", "from forecast loss [95%]", "from compute", "actual", "error"):
+        table.add_column(column, justify="left" if column in ("task", "estimator", "metric") else "right")
+    for task in result["tasks"]:
+        for estimator, block in task["estimators"].items():
+            if "reason" in block:
+                table.add_row(task["name"], estimator, task["metric"], f"[dim]{block['reason']}[/]", "", "", "")
+                continue
+            two_step, direct = block["from_forecast_loss"], block["from_compute"]
+            interval = two_step["interval"]
+            table.add_row(task["name"], estimator, task["metric"],
+                          f"{two_step['value']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval
+                                                         else "")
+                          + (" (extrapolated)" if two_step["extrapolated"] else ""),
+                          f"{direct['value']:.3f}", _number(block.get("actual")),
+                          "-" if two_step.get("error") is None else f"{two_step['error']:+.3f}")
+    console.print(table)

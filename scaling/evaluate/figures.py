@@ -4,7 +4,10 @@
   and durations) against K, the number of simulated futures per patient (inference-time compute), for
   both estimators (the outcome each future drew, and the model's probabilities summed along it);
 - metric_vs_compute / metric_vs_loss: for several runs, each task's primary metric against the run's
-  training compute C (summary.json `flops`, 6·N·D) and against its validation loss.
+  training compute C (summary.json `flops`, 6·N·D) and against its validation loss;
+- downstream_law: a downstream forecast (scaling.evaluate.downstream): each task's sweep runs, the law
+  fitted to them against validation loss, the prediction at the forecast loss with its interval and, once
+  graded, the metric the target reached.
 
 Baselines and the oracle do not depend on the run: they are horizontal lines.
 """
@@ -14,9 +17,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib import figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from analysis.downstream_law import CURVES
 from scaling.evaluate.baselines import BASELINES
 from scaling.evaluate.metrics import PRIMARY_METRIC
 
@@ -105,6 +110,42 @@ def plot_metric_vs_runs(reports: list[dict], x: str) -> figure.Figure | None:
         ax.set_xlabel("training compute C = 6ND (FLOPs)" if x == "flops" else "validation loss (nats per token)")
         ax.set_ylabel(metric.upper())
         ax.set_title(f"{name} (n={task['n']})", fontsize=10)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def plot_downstream_law(forecast: dict, estimator: str = "model") -> figure.Figure | None:
+    """Metric against validation loss per task: the sweep's runs, the fitted law over the runs and the forecast,
+    the two-step prediction (with its interval) and, when graded, the actual metric at the actual loss."""
+    tasks = [t for t in forecast["tasks"] if "law_vs_loss" in (t["estimators"].get(estimator) or {})]
+    if not tasks:
+        return None
+    fig, axes = _panels(len(tasks))
+    target = forecast["target"]
+    for ax, task in zip(axes, tasks):
+        block = task["estimators"][estimator]
+        law, runs = block["law_vs_loss"], block["runs"]
+        ax.plot([r["val_loss"] for r in runs], [r["value"] for r in runs], "o", color="tab:blue",
+                label="sweep runs")
+        ends = [r["val_loss"] for r in runs] + [target["forecast_loss"]]
+        if forecast.get("actual_loss") is not None:
+            ends.append(forecast["actual_loss"])
+        x = np.linspace(min(ends) - 0.01, max(ends) + 0.01, 200)
+        ax.plot(x, CURVES[law["metric"]](x, law["a"], law["b"]), "-", color="tab:blue", lw=1, label="law")
+        predicted = block["from_forecast_loss"]
+        interval = predicted.get("interval") or [predicted["value"]] * 2
+        ax.errorbar([target["forecast_loss"]], [predicted["value"]],
+                    yerr=[[predicted["value"] - interval[0]], [interval[1] - predicted["value"]]], fmt="D",
+                    color="tab:red", capsize=3, label="predicted at the forecast loss")
+        if block.get("actual") is not None and forecast.get("actual_loss") is not None:
+            ci = block.get("actual_ci") or [block["actual"]] * 2
+            ax.errorbar([forecast["actual_loss"]], [block["actual"]],
+                        yerr=[[block["actual"] - ci[0]], [ci[1] - block["actual"]]], fmt="*", ms=10,
+                        color="black", capsize=3, label="actual")
+        ax.invert_xaxis()  # lower loss (larger models) to the right
+        ax.set_xlabel("validation loss (nats per token)")
+        ax.set_ylabel(task["metric"].upper())
+        ax.set_title(task["name"], fontsize=10)
     axes[0].legend(fontsize=7)
     return fig
 

@@ -28,11 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scaling.common.errors import InputError
 from scaling.data.codes import BIRTH_CODE, DEATH_CODE
 from scaling.data.meds_io import MedsDataset
 from scaling.data.scheme import US_PER_DAY, US_PER_MINUTE, US_PER_YEAR
 from scaling.data.tokenizer import CodeTable, EventArrays, encode
 from scaling.data.vocab import Vocabulary
+from scaling.evaluate.label_file import labels_for, read_label_file
 from scaling.evaluate.outcomes import Futures, code_matches, outcome_values
 from scaling.evaluate.tasks import PredictionRule, Task
 
@@ -96,18 +98,23 @@ class PredictionTimes:
     subject: np.ndarray  # (n,) index into the cohort's subjects
     time_us: np.ndarray  # (n,) the prediction time
     history_end: np.ndarray  # (n,) one past the last history row: the history is rows [start, history_end)
+    label_row: np.ndarray | None = None  # (n,) rule "labels": each prediction's row of the label file
 
     def __len__(self) -> int:
         return len(self.subject)
 
     def take(self, rows: np.ndarray) -> PredictionTimes:
-        return PredictionTimes(self.rule, self.subject[rows], self.time_us[rows], self.history_end[rows])
+        return PredictionTimes(self.rule, self.subject[rows], self.time_us[rows], self.history_end[rows],
+                               None if self.label_row is None else self.label_row[rows])
 
 
 def prediction_times(cohort: Cohort, rule: PredictionRule, split: str | None = None,
                      limit: int | None = None) -> PredictionTimes:
     """One prediction time per eligible patient of `split` (all splits when None), at most `limit`
-    patients (a hashed, seed-stable subset), in the cohort's subject order."""
+    patients (a hashed, seed-stable subset), in the cohort's subject order. Rule "labels": the label file's
+    rows of the split instead (label_file_times)."""
+    if rule.rule == "labels":
+        return label_file_times(cohort, rule, split, limit)
     ev = cohort.events
     row_subject = cohort.row_subject
     timed = ~ev.static & ~cohort.code_rows((BIRTH_CODE,))
@@ -134,6 +141,33 @@ def prediction_times(cohort: Cohort, rule: PredictionRule, split: str | None = N
         keep = np.sort(order[:limit])
         picks, chosen_subject = picks[keep], chosen_subject[keep]
     return PredictionTimes(rule, chosen_subject, ev.time_us[picks], cohort.group_end[picks])
+
+
+def label_file_times(cohort: Cohort, rule: PredictionRule, split: str | None = None,
+                     limit: int | None = None) -> PredictionTimes:
+    """The prediction times of a label file (every row of the split's subjects; at most `limit`, a hashed
+    subset), with each history ending at the last row at or before its time."""
+    rows = read_label_file(rule.labels)
+    index = np.searchsorted(cohort.subject_ids, rows.subject_id)
+    index = np.minimum(index, max(len(cohort.subject_ids) - 1, 0))
+    known = (cohort.subject_ids[index] == rows.subject_id) if len(cohort.subject_ids) else np.zeros(0, bool)
+    if not known.all():
+        unknown = rows.subject_id[~known]
+        raise InputError(f"{rule.labels}: {len(unknown)} label rows name subjects the MEDS dataset does not have "
+                         f"(subject_id {unknown[0]}, ...); expected labels extracted from this dataset")
+    keep = np.ones(len(index), bool) if split is None else cohort.splits[index] == split
+    picks = np.flatnonzero(keep)
+    if limit is not None and len(picks) > limit:
+        salt = zlib.crc32(rule.name.encode())
+        order = np.argsort(hash_uniform(salt, rows.subject_id[picks], rows.time_us[picks]), kind="stable")
+        picks = np.sort(picks[order[:limit]])
+    subject, time_us = index[picks], rows.time_us[picks]
+    ev = cohort.events
+    history_end = np.empty(len(picks), np.int64)
+    for i, (s, t) in enumerate(zip(subject, time_us)):
+        first_timed = cohort.starts[s] + int(ev.static[cohort.starts[s]:cohort.ends[s]].sum())  # statics come first
+        history_end[i] = first_timed + np.searchsorted(ev.time_us[first_timed:cohort.ends[s]], t, side="right")
+    return PredictionTimes(rule, subject.astype(np.int64), time_us.astype(np.int64), history_end, picks)
 
 
 def hash_uniform(*keys: int | np.ndarray) -> np.ndarray:
@@ -199,7 +233,11 @@ def has_prior(cohort: Cohort, times: PredictionTimes, prefixes: tuple[str, ...])
 def task_labels(cohort: Cohort, task: Task, times: PredictionTimes) -> tuple[np.ndarray, np.ndarray]:
     """(keep (n,) bool, labels (n,) float): predictions the task scores (not prevalent, an end event
     for durations) and the outcome of each in its real future."""
-    labels = outcome_values(task, real_futures(cohort, times))
+    if times.label_row is not None:  # the label file's own labels
+        labels = labels_for(read_label_file(task.prediction.labels), task.kind, task.prediction.labels)[
+            times.label_row]
+    else:
+        labels = outcome_values(task, real_futures(cohort, times))
     keep = ~np.isnan(labels)
     if task.exclude_prevalent:
         keep &= ~has_prior(cohort, times, task.codes)

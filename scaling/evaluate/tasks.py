@@ -13,6 +13,11 @@ ecosystem's ACES configs but simpler:
     rule = "at_code"                    # at_code: the time of an event whose code starts with a prefix
     codes = ["HOSPITAL_DISCHARGE//"]
 
+    [prediction.icu_mortality]
+    rule = "labels"                     # labels: the prediction times of a label file (ACES output, the
+    labels = "aces/icu_mortality"       # MEDS label schema; relative to this file); its tasks take their
+                                        # labels from the file, not from the data
+
     [[task]]
     name = "incident_t2d_1y"
     kind = "binary"                     # binary | count | duration
@@ -45,18 +50,19 @@ from scaling.common.toml_config import read_toml, refuse_unknown, typed
 from scaling.data.scheme import DAY
 
 TASK_KINDS = ("binary", "count", "duration")
-RULES = ("random", "at_code")
+RULES = ("random", "at_code", "labels")
 SHIPPED_TASKS = {"synth": "tasks_synth.toml"}
 
 
 @dataclass(frozen=True)
 class PredictionRule:
     name: str
-    rule: str  # random | at_code
+    rule: str  # random | at_code | labels
     codes: tuple[str, ...] = ()  # at_code: prefixes of the codes whose times are prediction times
     min_history_days: float = 0.0  # prediction times at least this long after the first timed event
     probability: float = 0.25  # each candidate time, in time order, is taken with this probability
     seed: int = 0  # seed of those draws
+    labels: str = ""  # labels: the label file (or directory) whose rows are the prediction times and labels
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,15 @@ def load_tasks(path: str | Path) -> list[Task]:
     """Read and validate a tasks TOML file; `synth` names the shipped synthetic-cohort tasks."""
     path = shipped_tasks_path(str(path)) if str(path) in SHIPPED_TASKS else Path(path)
     raw = read_toml(path, "tasks file; expected a TASKS.toml (see docs/evaluation.md)")
-    return parse_tasks(raw, source=str(path))
+    return parse_tasks(raw, source=str(path), base=path.parent)
 
 
-def parse_tasks(raw: dict[str, Any], source: str = "tasks") -> list[Task]:
+def parse_tasks(raw: dict[str, Any], source: str = "tasks", base: Path = Path(".")) -> list[Task]:
     _check_keys(source, "", raw, {"prediction", "task"})
     rules_raw = raw.get("prediction", {})
     if not isinstance(rules_raw, dict):
         raise InputError(f"{source}: 'prediction' must be a table of named rules ([prediction.NAME])")
-    rules = {name: _parse_rule(source, name, table) for name, table in rules_raw.items()}
+    rules = {name: _parse_rule(source, name, table, base) for name, table in rules_raw.items()}
     tasks_raw = raw.get("task", [])
     if not isinstance(tasks_raw, list) or not tasks_raw:
         raise InputError(f"{source}: no [[task]] tables; expected at least one task")
@@ -105,14 +111,23 @@ def parse_tasks(raw: dict[str, Any], source: str = "tasks") -> list[Task]:
     return tasks
 
 
-def _parse_rule(source: str, name: str, table: Any) -> PredictionRule:
+def _parse_rule(source: str, name: str, table: Any, base: Path = Path(".")) -> PredictionRule:
     where = f"prediction.{name}"
     if not isinstance(table, dict):
         raise InputError(f"{source}: '{where}' must be a table")
-    _check_keys(source, where, table, {"rule", "codes", "min_history_days", "probability", "seed"})
+    _check_keys(source, where, table, {"rule", "codes", "min_history_days", "probability", "seed", "labels"})
     rule = _get(source, where, table, "rule", str, required=True)
     if rule not in RULES:
         raise InputError(f"{source}: {where}.rule = {rule!r}; expected one of {list(RULES)}")
+    if rule == "labels":
+        extra = sorted(set(table) - {"rule", "labels"})
+        if extra:
+            raise InputError(f"{source}: {where}.{extra[0]} does not apply to rule = \"labels\" (the label file "
+                             "gives the prediction times)")
+        labels = _get(source, where, table, "labels", str, required=True)
+        return PredictionRule(name, rule, labels=str(base / labels))
+    if "labels" in table:
+        raise InputError(f"{source}: {where}.labels is only for rule = \"labels\"")
     codes = _codes(source, where, table, required=rule == "at_code")
     if rule == "random" and codes:
         raise InputError(f"{source}: {where}.codes is only for rule = \"at_code\"")

@@ -2,8 +2,9 @@
 
     cohort (synthetic MEDS) -> token store -> quickstart IsoFLOP sweep on local Ray -> fits, bootstrap,
     backtest, figures -> recommendation at a budget several times the sweep's largest -> the final run
-    -> downstream evaluation of the final run and of each budget's best sweep run (simulated futures
-    against baselines and the oracle) -> finite data: a small cohort, a size x tokens x unique-data sweep,
+    -> downstream evaluation of each budget's best sweep run (simulated futures against baselines and the
+    oracle), the final run's metrics predicted from them (a downstream law, registered before the final run is
+    evaluated), then the final run's evaluation -> finite data: a small cohort, a size x tokens x unique-data sweep,
     the optimum under a data cap and its final run (runs/demo/finite/) -> runs/demo/report.md
     (scaling.pipeline.report)
 
@@ -13,6 +14,7 @@ after an interruption redoes nothing that finished.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -25,9 +27,12 @@ from analysis.fit_report import fit_all
 from analysis.plots import write_standard_figures
 from analysis.results_table import load_results
 from scaling.common.atomic import atomic_directory, write_file_atomic, write_json_atomic
+from scaling.common.errors import InputError
 from scaling.common.jsonable import jsonable
 from scaling.data.tokenizer import tokenize_dataset
+from scaling.evaluate.downstream import downstream_forecast, grade_downstream, target_of
 from scaling.evaluate.evaluation import Evaluation, EvaluationSettings, write_evaluation
+from scaling.evaluate.figures import plot_downstream_law
 from scaling.evaluate.tasks import load_tasks
 from scaling.pipeline.final import final_run
 from scaling.pipeline.report import demo_report, finite_section
@@ -100,9 +105,10 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     prediction = final_run(results, final_compute, root / "final", bootstrap=BOOTSTRAP, report=report, log=log)
     recommendation = json.loads((root / "final" / "recommendation.json").read_text())["recommendation"]
     write_json_atomic(root / "recommendation.json", recommendation)
-    evaluation_dir = root / "evaluation"
+    evaluation_dir, downstream_path = root / "evaluation", root / "downstream_forecast.json"
     stage("evaluation", (evaluation_dir / "evaluation.json").is_file(),
-          lambda: evaluate_demo_runs(cohort, [*best_run_per_budget(sweep_dir), root / "final"], evaluation_dir, log))
+          lambda: evaluate_demo_runs(cohort, best_run_per_budget(sweep_dir), root / "final", evaluation_dir, log,
+                                     downstream_path))
     finite_dir = root / "finite"
     stage("finite cohort", (finite_dir / "cohort").exists(),
           lambda: generate_cohort(finite_dir / "cohort", finite.patients, seed=0, log=log))
@@ -114,9 +120,16 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     stats = json.loads((tokens / "stats.json").read_text())
     fit = json.loads(fit_path.read_text())
     evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    downstream = graded_downstream(evaluation["runs"], root / "final", downstream_path, log)
+    law_figure = plot_downstream_law(downstream) if downstream else None
+    if law_figure is not None:
+        png = io.BytesIO()
+        law_figure.savefig(png, format="png", dpi=110)
+        write_file_atomic(root / "downstream_law.png", png.getvalue())
     forecast_path = root / "final" / "forecast.json"
     forecast = json.loads(forecast_path.read_text()) if forecast_path.is_file() else None
-    report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation, forecast)
+    report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation, forecast,
+                         downstream)
     report += "\n" + finite_section(finite_dir, finite_prediction)
     write_file_atomic(root / "report.md", report)
     log(f"report: {root / 'report.md'} ({time.perf_counter() - started:.0f} s)")
@@ -131,13 +144,41 @@ def best_run_per_budget(sweep_dir: Path) -> list[Path]:
     return [sweep_dir / "runs" / run_id for run_id in best["run_id"]]
 
 
-def evaluate_demo_runs(cohort: Path, runs: list[Path], out: Path, log=print) -> None:
-    """Score every run on the shipped synthetic tasks, on the same patients, and write `out`."""
+def evaluate_demo_runs(cohort: Path, sweep_runs: list[Path], final: Path, out: Path, log=print,
+                       downstream_path: Path | None = None) -> None:
+    """Score the sweep's runs and then the final run on the shipped synthetic tasks, on the same patients, and
+    write `out`. In between, the final run's metrics are predicted from the sweep's (`downstream_path`)."""
     settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, oracle_samples=ORACLE_SAMPLES,
                                   train_patients=EVAL_TRAIN_PATIENTS, bootstrap=BOOTSTRAP)
     evaluation = Evaluation(cohort, load_tasks("synth"), settings, log=log)
     reports = []
-    for run in runs:
+    for run in [*sweep_runs, final]:
+        if run == final and downstream_path is not None:
+            register_downstream_forecast(reports, final, downstream_path, before_evaluation=True, log=log)
         reports.append(evaluation.evaluate_run(run))
         log(f"evaluated {run} ({reports[-1]['simulation']['seconds']} s of simulation)")
     write_evaluation(out, reports, overwrite=True)
+
+
+def register_downstream_forecast(sweep_reports: list[dict], final: Path, path: Path, before_evaluation: bool,
+                                 log=print) -> None:
+    """Write the final run's downstream forecast once (a forecast already there is never rewritten), saying
+    whether it was made before the final run was evaluated."""
+    if path.is_file():
+        return
+    try:
+        forecast = downstream_forecast(sweep_reports, target_of(final))
+    except InputError as error:
+        log(f"no downstream forecast: {error}")
+        return
+    write_json_atomic(path, jsonable({**forecast, "registered_before_evaluation": before_evaluation}))
+    log(f"downstream forecast of {final} from {len(forecast['fitted_on'])} sweep runs: {path}")
+
+
+def graded_downstream(reports: list[dict], final: Path, path: Path, log=print) -> dict | None:
+    """The registered downstream forecast graded against the final run's evaluation (the last report). An
+    evaluation from before the forecast existed gets one now, from its sweep runs only, marked as made after."""
+    register_downstream_forecast(reports[:-1], final, path, before_evaluation=False, log=log)
+    if not path.is_file():
+        return None
+    return grade_downstream(json.loads(path.read_text()), reports[-1])

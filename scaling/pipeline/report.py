@@ -4,6 +4,7 @@ recommendation, the final run's predicted and actual loss, and downstream evalua
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -95,7 +96,8 @@ def _interval(fit: dict, key: str) -> str:
 
 
 def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: dict, sweep_dir: Path,
-                root: Path, evaluation: dict | None = None, forecast: dict | None = None) -> str:
+                root: Path, evaluation: dict | None = None, forecast: dict | None = None,
+                downstream: dict | None = None) -> str:
     results = pd.read_parquet(sweep_dir / "results.parquet")
     floor = (stats.get("entropy_floor") or {}).get("tuning", {})
     a2, a3 = fit.get("approach2") or {}, fit.get("approach3") or {}
@@ -159,6 +161,10 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
     ]
     if evaluation:
         lines += evaluation_section(evaluation, root)
+    if downstream:
+        lines += downstream_section(downstream)
+        if (root / "downstream_law.png").is_file():
+            lines += ["![downstream_law](downstream_law.png)", ""]
     lines += ["## Figures of the fits", ""]
     for png in sorted((root / "figures").glob("*.png")):
         lines.append(f"![{png.stem}](figures/{png.name})")
@@ -310,3 +316,53 @@ def finite_section(finite_dir: Path, prediction: dict) -> str:
         "",
     ]
     return "\n".join(lines) + "\n"
+
+
+def downstream_section(graded: dict) -> list[str]:
+    """The final run's metrics predicted from the sweep's evaluated runs (scaling.evaluate.downstream), next to
+    what its evaluation measured."""
+    actual_loss = "-" if graded.get("actual_loss") is None else f"{graded['actual_loss']:.4f}"
+    when = ("before the final run was evaluated" if graded.get("registered_before_evaluation", True)
+            else "after the final run was evaluated (from the sweep's runs only)")
+    lines = [
+        "### The downstream law: the final run's metrics predicted from the sweep",
+        "",
+        f"Each task's metric across the {len(graded['fitted_on'])} evaluated sweep runs is fitted against their "
+        "validation loss (AUROC = 0.5 + 0.5 sigmoid(a + b L); MAE = exp(a + b L)) and against log10 C. Two steps, "
+        f"as OLMo's ladder and Llama 3 predict benchmarks: the final run's loss forecast "
+        f"({graded['target']['forecast_loss']:.4f}, registered before it trained), then the metric at that loss. "
+        f"Registered {when}. Brackets: 95% intervals (the prediction's from refits with each run's metric redrawn "
+        "from its own interval; the actual metric's from the bootstrap over patients). The column 'at the actual "
+        f"loss' ({actual_loss}) isolates the second step.",
+        "",
+        "| task | estimator | metric | predicted (two steps) | at the actual loss | from compute | actual | error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    errors = []
+    for task in graded["tasks"]:
+        for estimator, block in task["estimators"].items():
+            if "reason" in block:
+                lines.append(f"| {task['name']} | {estimator} | {task['metric']} | {block['reason']} | | | | |")
+                continue
+            two_step = block["from_forecast_loss"]
+            interval = two_step.get("interval")
+            actual_ci = block.get("actual_ci")
+            lines.append(
+                f"| {task['name']} | {estimator} | {task['metric']} | {two_step['value']:.3f}"
+                + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+                + f" | {_number((block.get('from_actual_loss') or {}).get('value'))}"
+                + f" | {block['from_compute']['value']:.3f} | {_number(block.get('actual'))}"
+                + (f" [{actual_ci[0]:.3f}, {actual_ci[1]:.3f}]" if actual_ci else "")
+                + " | " + ("-" if two_step.get("error") is None else f"{two_step['error']:+.3f}") + " |")
+            if task["metric"] == "auroc" and two_step.get("error") is not None:
+                errors.append(abs(two_step["error"]))
+    lines.append("")
+    if errors:
+        lines += [f"Binary tasks: the two-step prediction is within 0.03 AUROC of the actual on "
+                  f"{sum(e <= 0.03 for e in errors)} of {len(errors)} (task, estimator) pairs; median |error| "
+                  f"{statistics.median(errors):.3f}.", ""]
+    return lines
+
+
+def _number(x) -> str:
+    return "-" if x is None else f"{x:.3f}"

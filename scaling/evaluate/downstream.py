@@ -1,0 +1,172 @@
+"""The downstream forecast of a larger run, made from the evaluations of a sweep's runs before it is evaluated,
+and graded once it is (the two-step prediction of analysis.downstream_law).
+
+    forecast = downstream_forecast(sweep_reports, target_of("runs/final"))   # before evaluating the final run
+    graded = grade_downstream(forecast, final_report)                        # after
+
+For each task and each estimator (the futures' drawn outcomes, "model", and the model's own probabilities,
+"model_probability"), the primary metric (AUROC, or MAE for counts and durations) of every sweep run is
+fitted against its validation loss and against log10 of its compute. The target run's metric is predicted
+three ways: from its pre-registered forecast loss (the two-step prediction: loss from compute, metric from
+loss), from its compute directly, and, at grading, from the loss it actually reached (which separates the
+error of the second step from the first's). The reports must score every run on the same patients and
+futures per patient (one `scaling evaluate` over the sweep, with the same settings for the target).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from analysis.downstream_law import DownstreamLaw, fit_downstream_law
+from analysis.results_table import NotEnoughData
+from scaling.common.errors import InputError
+from scaling.evaluate.metrics import PRIMARY_METRIC
+from scaling.train.run_dir import RunDir
+
+ESTIMATORS = ("model", "model_probability")
+# Evaluation settings that must match between the sweep's evaluation and the target's for the metrics to be
+# comparable (the same patients, futures and bootstrap).
+MATCHING_SETTINGS = ("patients", "samples", "seed", "max_new_tokens", "temperature", "top_k", "top_p",
+                     "min_positives")
+
+
+def read_evaluations(path: str | Path) -> list[dict]:
+    """The run reports of an evaluation directory (or its evaluation.json), one or several runs."""
+    path = Path(path)
+    file = path / "evaluation.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{file}: no such file; expected the --out directory of `scaling evaluate`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{file}: not JSON ({error}); expected the evaluation.json of `scaling evaluate`") from None
+    reports = data.get("runs", [data]) if isinstance(data, dict) else None
+    if not reports or not all(isinstance(r, dict) and "run" in r and "tasks" in r for r in reports):
+        raise InputError(f"{file}: expected the evaluation.json of `scaling evaluate` (run and tasks per run)")
+    return reports
+
+
+def target_of(run_dir: str | Path) -> dict:
+    """What a downstream forecast needs of the run it predicts: its pre-registered loss forecast
+    (forecast.json, written by `scaling final` before training) and its compute."""
+    run_dir = Path(run_dir)
+    path = run_dir / "forecast.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir}: no forecast.json; expected a run trained by `scaling final`, whose loss "
+                         "forecast is registered before it trains")
+    try:
+        forecast = json.loads(path.read_text())
+        loss, params, tokens = (float(forecast[k]) for k in ("predicted_loss", "params", "tokens"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path}: expected predicted_loss, params and tokens ({error})") from None
+    summary = RunDir(run_dir).read_summary() or {}
+    flops = summary.get("flops") or 6.0 * params * tokens
+    if not all(math.isfinite(v) and v > 0 for v in (loss, flops)):
+        raise InputError(f"{path}: predicted_loss = {loss}, compute = {flops}; expected positive finite numbers")
+    return {"run_dir": str(run_dir), "forecast_loss": loss, "flops": float(flops),
+            "forecast_sha256": forecast.get("fit_input_sha256")}
+
+
+def _primary(task: dict, estimator: str) -> tuple[float | None, list[float] | None]:
+    block = task.get(estimator) or {}
+    metric = PRIMARY_METRIC[task["kind"]]
+    return block.get(metric), (block.get("ci") or {}).get(metric)
+
+
+def _points(reports: list[dict], name: str, estimator: str) -> tuple[np.ndarray, ...]:
+    """(val loss, log10 compute, metric, interval (n, 2)) of the runs that scored `name` with `estimator`."""
+    rows = []
+    for report in reports:
+        task = next((t for t in report["tasks"] if t["name"] == name), None)
+        run = report["run"]
+        if task is None or run.get("val_loss") is None or not run.get("flops"):
+            continue
+        value, ci = _primary(task, estimator)
+        if value is not None:
+            rows.append((run["val_loss"], math.log10(run["flops"]), value, *(ci or (np.nan, np.nan))))
+    table = np.array(rows, float).reshape(-1, 5)
+    return table[:, 0], table[:, 1], table[:, 2], table[:, 3:5]
+
+
+def check_comparable(reports: list[dict], where: str = "") -> None:
+    """Every report must have scored the same patients with the same sampler settings."""
+    first = reports[0].get("settings") or {}
+    for report in reports[1:]:
+        settings = report.get("settings") or {}
+        for key in MATCHING_SETTINGS:
+            if settings.get(key) != first.get(key):
+                raise InputError(f"{where or report['run']['run_dir']}: evaluation setting {key} = "
+                                 f"{settings.get(key)}, the sweep's evaluation has {first.get(key)}; expected the "
+                                 "same settings (evaluate the runs with the same --patients, --samples, --seed)")
+
+
+def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 500) -> dict:
+    """Fit each task's metric against loss and compute across `reports` (the sweep's runs, the target left
+    out) and predict the target's metric. Tasks or estimators that cannot be fitted carry the reason."""
+    reports = [r for r in reports if Path(r["run"]["run_dir"]).resolve() != Path(target["run_dir"]).resolve()]
+    if not reports:
+        raise InputError("no evaluated run besides the target; expected the evaluations of a sweep's runs")
+    check_comparable(reports)
+    tasks = []
+    for task in reports[0]["tasks"]:
+        metric = PRIMARY_METRIC[task["kind"]]
+        estimators = {}
+        for estimator in ESTIMATORS:
+            loss, log_compute, value, ci = _points(reports, task["name"], estimator)
+            try:
+                vs_loss = fit_downstream_law(metric, loss, value, ci, n_bootstrap)
+                vs_compute = fit_downstream_law(metric, log_compute, value, ci, n_bootstrap)
+            except NotEnoughData as error:
+                reason = (f"{metric} scored on {len(value)} of {len(reports)} runs; a law needs 3" if len(value) < 3
+                          else str(error))
+                estimators[estimator] = {"reason": reason, "runs": len(value)}
+                continue
+            estimators[estimator] = {
+                "runs": [{"val_loss": float(x), "log10_flops": float(c), "value": float(v)}
+                         for x, c, v in zip(loss, log_compute, value)],
+                "law_vs_loss": vs_loss.to_json(),
+                "law_vs_compute": vs_compute.to_json(),
+                "from_forecast_loss": vs_loss.predict(target["forecast_loss"]),
+                "from_compute": vs_compute.predict(math.log10(target["flops"])),
+            }
+        tasks.append({"name": task["name"], "kind": task["kind"], "metric": metric, "estimators": estimators})
+    return {"target": target, "fitted_on": [r["run"]["run_dir"] for r in reports],
+            "settings": {k: (reports[0].get("settings") or {}).get(k) for k in MATCHING_SETTINGS},
+            "tasks": tasks}
+
+
+def grade_downstream(forecast: dict, report: dict) -> dict:
+    """The forecast next to the target's evaluation: per task and estimator the actual metric and interval,
+    the error of each prediction (actual minus predicted) and whether the prediction's interval held it."""
+    settings = report.get("settings") or {}
+    for key, value in forecast["settings"].items():
+        if settings.get(key) != value:
+            raise InputError(f"{report['run']['run_dir']}: evaluation setting {key} = {settings.get(key)}, the "
+                             f"forecast was fitted on evaluations with {value}; expected the same settings")
+    actual_loss = report["run"].get("val_loss")
+    graded = {**forecast, "actual_loss": actual_loss, "tasks": []}
+    for task in forecast["tasks"]:
+        actual_task = next((t for t in report["tasks"] if t["name"] == task["name"]), None)
+        estimators = {}
+        for estimator, block in task["estimators"].items():
+            value, ci = _primary(actual_task, estimator) if actual_task else (None, None)
+            block = {**block, "actual": value, "actual_ci": ci}
+            if "law_vs_loss" in block and actual_loss is not None:
+                law = block["law_vs_loss"]
+                block["from_actual_loss"] = {"value": float(DownstreamLaw(
+                    law["metric"], law["a"], law["b"], tuple(law["x_range"]), law["n_runs"], np.zeros((0, 2)))(
+                        actual_loss))}
+            for way in ("from_forecast_loss", "from_compute", "from_actual_loss"):
+                if way in block:
+                    prediction = block[way] = dict(block[way])
+                    prediction["error"] = None if value is None else value - prediction["value"]
+                    interval = prediction.get("interval")
+                    prediction["inside_interval"] = (None if value is None or interval is None
+                                                     else bool(interval[0] <= value <= interval[1]))
+            estimators[estimator] = block
+        graded["tasks"].append({**task, "estimators": estimators})
+    return graded

@@ -1,0 +1,140 @@
+"""The downstream law (analysis.downstream_law) and the two-step forecast of a larger run's metric
+(scaling.evaluate.downstream, `scaling downstream`): recovered from points on a known curve, with the
+target run left out of the fit, graded against the run's evaluation, and bad input refused."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from analysis.downstream_law import fit_downstream_law
+from analysis.results_table import NotEnoughData
+from scaling.evaluate.downstream import downstream_forecast, grade_downstream
+
+LOSSES = np.array([2.3, 2.1, 2.0, 1.95, 1.9])
+
+
+def auroc_curve(loss):  # a = 9, b = -4: AUROC 0.5 + 0.5 sigmoid(9 - 4 L)
+    return 0.5 + 0.5 * expit(9.0 - 4.0 * np.asarray(loss))
+
+
+def mae_curve(loss):  # MAE = exp(-1 + 1.5 L)
+    return np.exp(-1.0 + 1.5 * np.asarray(loss))
+
+
+@pytest.mark.parametrize(("metric", "curve", "a", "b"), [("auroc", auroc_curve, 9.0, -4.0),
+                                                        ("mae", mae_curve, -1.0, 1.5)])
+def test_law_recovers_a_known_curve_and_extrapolates_it(metric, curve, a, b):
+    law = fit_downstream_law(metric, LOSSES, curve(LOSSES), n_bootstrap=50)
+    assert law.a == pytest.approx(a, abs=1e-4) and law.b == pytest.approx(b, abs=1e-4)
+    prediction = law.predict(1.7)
+    assert prediction["value"] == pytest.approx(float(curve(1.7)), rel=1e-5)
+    assert prediction["extrapolated"] and not law.predict(2.0)["extrapolated"]
+
+
+def test_interval_follows_the_evaluations_noise():
+    rng = np.random.default_rng(0)
+    y = auroc_curve(LOSSES) + rng.normal(0, 0.01, len(LOSSES))
+    narrow = fit_downstream_law("auroc", LOSSES, y, np.stack([y - 0.02, y + 0.02], 1), n_bootstrap=300)
+    wide = fit_downstream_law("auroc", LOSSES, y, np.stack([y - 0.2, y + 0.2], 1), n_bootstrap=300)
+    width = lambda law: np.diff(law.predict(1.8)["interval"])[0]  # noqa: E731
+    assert width(wide) > 4 * width(narrow)
+    low, high = narrow.predict(1.8)["interval"]
+    assert low <= narrow.predict(1.8)["value"] <= high
+
+
+def test_law_needs_three_scored_runs():
+    with pytest.raises(NotEnoughData):
+        fit_downstream_law("auroc", [2.0, 1.9, 1.8], [0.7, float("nan"), 0.8])
+
+
+def report(run_dir, loss, flops, auroc, mae, patients=100):
+    """A run's evaluation report, as `scaling evaluate` writes it (the fields the forecast reads)."""
+    return {"run": {"run_dir": str(run_dir), "val_loss": loss, "flops": flops},
+            "settings": {"patients": patients, "samples": 8, "seed": 0, "max_new_tokens": 64, "temperature": 1.0,
+                         "top_k": 0, "top_p": 1.0, "min_positives": 10},
+            "tasks": [
+                {"name": "death", "kind": "binary",
+                 "model": {"auroc": auroc, "ci": {"auroc": [auroc - 0.05, auroc + 0.05]}},
+                 "model_probability": {"auroc": None, "ci": {"auroc": None}}},
+                {"name": "stay", "kind": "duration", "model": {"mae": mae, "ci": {"mae": [mae - 0.1, mae + 0.1]}},
+                 "model_probability": None}]}
+
+
+def sweep_reports(tmp_path):
+    # loss falls with compute as L = 3.5 - 0.15 log10 C; the metrics sit exactly on the curves
+    flops = [1e10, 3e10, 1e11, 3e11, 1e12]
+    loss = [3.5 - 0.15 * math.log10(c) for c in flops]
+    return [report(tmp_path / f"sweep{i}", x, c, float(auroc_curve(x)), float(mae_curve(x)))
+            for i, (x, c) in enumerate(zip(loss, flops))]
+
+
+def test_forecast_predicts_the_target_from_its_forecast_loss_and_leaves_it_out(tmp_path):
+    reports = sweep_reports(tmp_path)
+    target = {"run_dir": str(tmp_path / "final"), "forecast_loss": 1.6, "flops": 1e13}
+    # the target's own evaluation, with a wrong metric, in the same list: it must not move the fit
+    reports.append(report(tmp_path / "final", 1.62, 1e13, 0.51, 50.0))
+    forecast = downstream_forecast(reports, target, n_bootstrap=50)
+    assert str(tmp_path / "final") not in forecast["fitted_on"] and len(forecast["fitted_on"]) == 5
+    death, stay = forecast["tasks"]
+    assert death["estimators"]["model"]["from_forecast_loss"]["value"] == pytest.approx(float(auroc_curve(1.6)),
+                                                                                         rel=1e-4)
+    # 1e13 sits on the same loss-compute line: L = 3.5 - 0.15 * 13 = 1.55
+    assert stay["estimators"]["model"]["from_compute"]["value"] == pytest.approx(float(mae_curve(1.55)), rel=1e-3)
+    assert "reason" in death["estimators"]["model_probability"]
+
+    graded = grade_downstream(forecast, reports[-1])
+    block = graded["tasks"][0]["estimators"]["model"]
+    assert block["actual"] == 0.51
+    assert block["from_forecast_loss"]["error"] == pytest.approx(0.51 - float(auroc_curve(1.6)), rel=1e-4)
+    assert block["from_actual_loss"]["value"] == pytest.approx(float(auroc_curve(1.62)), rel=1e-4)
+    # grading leaves the forecast itself untouched
+    assert "error" not in forecast["tasks"][0]["estimators"]["model"]["from_forecast_loss"]
+
+
+def write_evaluation_json(path, reports):
+    path.mkdir(parents=True)
+    (path / "evaluation.json").write_text(json.dumps({"samples": 8, "runs": reports}))
+
+
+def test_cli_writes_the_forecast_then_grades_it(tmp_path, run_cli):
+    reports = sweep_reports(tmp_path)
+    write_evaluation_json(tmp_path / "sweep-eval", reports)
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "forecast.json").write_text(json.dumps({"predicted_loss": 1.6, "params": 1e6, "tokens": 1e7}))
+    code, out, err = run_cli("downstream", tmp_path / "sweep-eval", "--run", final, "--out", tmp_path / "f.json",
+                             "--bootstrap", 50, "--json")
+    assert code == 0, err
+    written = json.loads((tmp_path / "f.json").read_text())
+    assert json.loads(out) == written
+    assert written["target"]["flops"] == 6e13  # no summary.json yet: 6 N D of the forecast
+    assert "actual" not in written["tasks"][0]["estimators"]["model"]
+    # a registered forecast is not replaced
+    code, _, err = run_cli("downstream", tmp_path / "sweep-eval", "--run", final, "--out", tmp_path / "f.json")
+    assert code == 2 and "already exists" in err
+    write_evaluation_json(tmp_path / "final-eval", [report(final, 1.62, 6e13, 0.9, 1.0)])
+    code, out, err = run_cli("downstream", tmp_path / "sweep-eval", "--run", final, "--actual",
+                             tmp_path / "final-eval", "--bootstrap", 50, "--json")
+    assert code == 0, err
+    assert json.loads(out)["tasks"][0]["estimators"]["model"]["actual"] == 0.9
+
+
+def test_cli_refuses_what_it_cannot_compare(tmp_path, run_cli):
+    reports = sweep_reports(tmp_path)
+    write_evaluation_json(tmp_path / "sweep-eval", reports)
+    final = tmp_path / "final"
+    final.mkdir()
+    code, _, err = run_cli("downstream", tmp_path / "sweep-eval", "--run", final)
+    assert code == 2 and "forecast.json" in err and len(err.strip().splitlines()) == 1
+    (final / "forecast.json").write_text(json.dumps({"predicted_loss": 1.6, "params": 1e6, "tokens": 1e7}))
+    write_evaluation_json(tmp_path / "final-eval", [report(final, 1.62, 6e13, 0.9, 1.0, patients=50)])
+    code, _, err = run_cli("downstream", tmp_path / "sweep-eval", "--run", final, "--actual", tmp_path / "final-eval",
+                           "--out", tmp_path / "graded.json")
+    assert code == 2 and "patients = 50" in err and not (tmp_path / "graded.json").exists()
+    (tmp_path / "bad-eval").mkdir()
+    (tmp_path / "bad-eval" / "evaluation.json").write_text("{not json")
+    code, _, err = run_cli("downstream", tmp_path / "bad-eval", "--run", final)
+    assert code == 2 and "bad-eval" in err and "not JSON" in err
