@@ -4,16 +4,24 @@ across the runs of a sweep, so that a larger run's metric can be predicted befor
 Two steps, as OLMo's model ladder and Llama 3 predict benchmark scores: the loss law gives the larger run's
 loss from its compute (the pre-registered forecast), and this law gives its metric from that loss.
 
-The curve is linear in a link that keeps the metric in its range:
+Three curves compete, x being the validation loss or log10 of the training compute:
 
-    auroc:  metric = 0.5 + 0.5 · sigmoid(a + b·x)     (chance at high loss, 1 at low loss)
-    mae:    metric = exp(a + b·x)                      (positive)
+    constant:  metric = a                              (no trend the sweep can measure)
+    linear:    metric = a + b·x
+    sigmoid:   metric = 0.5 + 0.5 · sigmoid(a + b·x)   (AUROC: chance at high loss, 1 at low loss)
+    log:       metric = exp(a + b·x)                   (MAE: positive)
 
-x is the validation loss, or log10 of the training compute. It is fitted by weighted least squares in
-the metric's own units (scipy.optimize.curve_fit), each run weighted by its evaluation's bootstrap
-interval, so a run scored on few positives counts for less. The interval of a prediction is a parametric
-bootstrap: each run's metric redrawn from its own interval, the law refitted, the prediction read off.
-With a handful of runs this interval is the honest part: the evaluation noise of each point is often as
+AUROC chooses among constant, linear and sigmoid; MAE among constant, linear and log. The choice is made by
+leave-one-run-out: each curve is fitted without one run and scored on it (weighted by that run's interval),
+and the curve with the smallest error wins; so a sweep whose metric does not move with loss predicts its
+mean, and a sigmoid is used only where it predicts held-out runs better than a line (noise puts small
+models' AUROC at or below chance, where a chance-floored sigmoid turns into a step). Predictions are clipped
+to the metric's range (AUROC in [0, 1], MAE at least 0).
+
+Each curve is fitted by weighted least squares in the metric's own units (scipy.optimize.curve_fit), each
+run weighted by its evaluation's bootstrap interval. The interval of a prediction is a parametric
+bootstrap: each run's metric redrawn from its own interval, the chosen curve refitted, the prediction read
+off. With a handful of runs this interval is the honest part: each point's evaluation noise is often as
 large as the differences between runs.
 """
 
@@ -30,40 +38,85 @@ from analysis.results_table import NotEnoughData
 Z_95 = 1.959964  # a 95% interval spans +-Z_95 standard deviations
 
 
-def _auroc(x, a, b):
+def _constant(x, a):
+    return np.full(np.shape(x), a, dtype=float) if np.ndim(x) else a
+
+
+def _linear(x, a, b):
+    return a + b * x
+
+
+def _sigmoid(x, a, b):
     return 0.5 + 0.5 * expit(a + b * x)
 
 
-def _mae(x, a, b):
-    return np.exp(a + b * x)
+def _log(x, a, b):
+    return np.exp(np.clip(a + b * x, -50.0, 50.0))
 
 
-CURVES = {"auroc": _auroc, "mae": _mae}
+CURVES = {"constant": _constant, "linear": _linear, "sigmoid": _sigmoid, "log": _log}
+CANDIDATES = {"auroc": ("constant", "linear", "sigmoid"), "mae": ("constant", "linear", "log")}
+RANGE = {"auroc": (0.0, 1.0), "mae": (0.0, np.inf)}
 
 
-def _linearised(metric: str, y: np.ndarray) -> np.ndarray:
-    """The metric in link space, for a starting point (values at or below chance clipped just above it)."""
-    if metric == "auroc":
-        return logit(np.clip((y - 0.5) / 0.5, 0.02, 0.98))
-    return np.log(np.maximum(y, 1e-9))
+def _start(link: str, x: np.ndarray, y: np.ndarray) -> list[float]:
+    """A starting point: the line through the points in the curve's link space."""
+    if link == "constant":
+        return [float(np.mean(y))]
+    if link == "sigmoid":
+        y = logit(np.clip((y - 0.5) / 0.5, 0.02, 0.98))
+    elif link == "log":
+        y = np.log(np.maximum(y, 1e-9))
+    slope, intercept = np.polyfit(x, y, 1)
+    return [float(intercept), float(slope)]
+
+
+def _fit(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The curve's parameters by weighted least squares (sigma (n,) each point's standard error)."""
+    if link == "constant":
+        weights = 1.0 / sigma**2
+        return np.array([float(np.sum(weights * y) / np.sum(weights))])
+    if link == "linear":
+        return np.polyfit(x, y, 1, w=1.0 / sigma)[::-1].astype(float)  # (a, b)
+    p0 = _start(link, x, y)
+    if len(y) <= 2:  # two points: the link-space line goes through both
+        return np.array(p0, float)
+    try:
+        params, _ = curve_fit(CURVES[link], x, y, p0=p0, sigma=sigma, absolute_sigma=True, maxfev=5000)
+    except RuntimeError:  # no convergence: keep the link-space line
+        params = p0
+    return np.asarray(params, float)
+
+
+def _leave_one_out_error(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> float:
+    """Mean over runs of ((held-out metric - its prediction) / its sigma)^2, each run left out in turn."""
+    errors = []
+    for i in range(len(y)):
+        rest = np.arange(len(y)) != i
+        if len(np.unique(x[rest])) < 2 and link != "constant":
+            return np.inf
+        params = _fit(link, x[rest], y[rest], sigma[rest])
+        errors.append(((y[i] - CURVES[link](x[i], *params)) / sigma[i]) ** 2)
+    return float(np.mean(errors))
 
 
 @dataclass(frozen=True)
 class DownstreamLaw:
     metric: str  # "auroc" or "mae"
-    a: float
-    b: float
+    link: str  # the chosen curve (CURVES)
+    params: tuple[float, ...]
     x_range: tuple[float, float]  # the fitted x values' span
     n_runs: int
-    draws: np.ndarray  # (n_bootstrap, 2) refitted (a, b) for the interval
+    draws: np.ndarray  # (n_bootstrap, len(params)) refitted parameters for the interval
+    loo_errors: dict[str, float]  # each candidate's leave-one-run-out error
 
     def __call__(self, x: float | np.ndarray) -> float | np.ndarray:
-        return CURVES[self.metric](np.asarray(x, float), self.a, self.b)
+        return np.clip(CURVES[self.link](np.asarray(x, float), *self.params), *RANGE[self.metric])
 
     def predict(self, x: float) -> dict:
         """The metric at x, its 95% interval over the bootstrap refits, and whether x lies past the fitted
         span (an extrapolation)."""
-        values = CURVES[self.metric](float(x), self.draws[:, 0], self.draws[:, 1]) if len(self.draws) else []
+        values = np.clip([CURVES[self.link](float(x), *p) for p in self.draws], *RANGE[self.metric])
         interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) >= 10 \
             else None
         low, high = self.x_range
@@ -71,39 +124,42 @@ class DownstreamLaw:
                 "extrapolated": bool(x < low - 1e-12 or x > high + 1e-12)}
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "a": self.a, "b": self.b, "x_range": list(self.x_range),
-                "n_runs": self.n_runs, "bootstrap": len(self.draws)}
+        return {"metric": self.metric, "link": self.link, "params": list(self.params),
+                "x_range": list(self.x_range), "n_runs": self.n_runs, "bootstrap": len(self.draws),
+                "leave_one_out_error": self.loo_errors}
 
-
-def _fit(metric: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> tuple[float, float]:
-    slope, intercept = np.polyfit(x, _linearised(metric, y), 1)
-    try:
-        (a, b), _ = curve_fit(CURVES[metric], x, y, p0=[intercept, slope], sigma=sigma, absolute_sigma=True,
-                              maxfev=5000)
-    except RuntimeError:  # no convergence: keep the link-space line
-        a, b = intercept, slope
-    return float(a), float(b)
+    @classmethod
+    def from_json(cls, law: dict) -> DownstreamLaw:
+        return cls(law["metric"], law["link"], tuple(law["params"]), tuple(law["x_range"]), law["n_runs"],
+                   np.zeros((0, len(law["params"]))), law.get("leave_one_out_error", {}))
 
 
 def fit_downstream_law(metric: str, x: np.ndarray, y: np.ndarray, ci: np.ndarray | None = None,
-                       n_bootstrap: int = 500, seed: int = 0) -> DownstreamLaw:
+                       n_bootstrap: int = 500, seed: int = 0, link: str | None = None) -> DownstreamLaw:
     """Fit the metric `y` (n,) against `x` (n,), with `ci` (n, 2) each point's 95% interval (NaN where the
-    evaluation gave none: the spread of the residuals stands in). Needs 3 runs at 2 or more distinct x."""
-    if metric not in CURVES:
-        raise ValueError(f"metric {metric!r}; expected one of {sorted(CURVES)}")
+    evaluation gave none: the spread of the residuals stands in). `link` forces a curve; by default the
+    candidates of the metric compete by leave-one-run-out. Needs 3 runs at 2 or more distinct x."""
+    if metric not in CANDIDATES:
+        raise ValueError(f"metric {metric!r}; expected one of {sorted(CANDIDATES)}")
+    if link is not None and link not in CANDIDATES[metric]:
+        raise ValueError(f"link {link!r}; expected one of {CANDIDATES[metric]} for {metric}")
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 3 or len(np.unique(x[keep])) < 2:
         raise NotEnoughData(f"a downstream law needs 3 or more scored runs at 2 or more distinct x values, "
                             f"got {int(keep.sum())}")
-    x, y = x[keep], y[keep]
     ci = np.full((len(keep), 2), np.nan) if ci is None else np.asarray(ci, float).reshape(len(keep), 2)
+    x, y = x[keep], y[keep]
     sigma = (ci[keep, 1] - ci[keep, 0]) / (2 * Z_95)
-    a, b = _fit(metric, x, y, np.ones_like(y))
-    residual = float(np.std(y - CURVES[metric](x, a, b), ddof=min(2, len(y) - 1))) or 1e-3
+    line = _fit("linear", x, y, np.ones_like(y))
+    residual = float(np.std(y - _linear(x, *line), ddof=min(2, len(y) - 1))) or 1e-3
     sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, residual)
-    a, b = _fit(metric, x, y, sigma)
+    candidates = (link,) if link else CANDIDATES[metric]
+    loo = {name: _leave_one_out_error(name, x, y, sigma) for name in candidates}
+    chosen = min(candidates, key=lambda name: (loo[name], candidates.index(name)))
+    params = _fit(chosen, x, y, sigma)
     rng = np.random.default_rng(seed)
-    draws = np.array([_fit(metric, x, y + sigma * rng.standard_normal(len(y)), sigma)
-                      for _ in range(n_bootstrap)]).reshape(-1, 2)
-    return DownstreamLaw(metric, a, b, (float(x.min()), float(x.max())), len(y), draws)
+    draws = np.array([_fit(chosen, x, y + sigma * rng.standard_normal(len(y)), sigma)
+                      for _ in range(n_bootstrap)]).reshape(-1, len(params))
+    return DownstreamLaw(metric, chosen, tuple(float(p) for p in params), (float(x.min()), float(x.max())),
+                         len(y), draws, loo)

@@ -24,21 +24,46 @@ def mae_curve(loss):  # MAE = exp(-1 + 1.5 L)
     return np.exp(-1.0 + 1.5 * np.asarray(loss))
 
 
-@pytest.mark.parametrize(("metric", "curve", "a", "b"), [("auroc", auroc_curve, 9.0, -4.0),
-                                                        ("mae", mae_curve, -1.0, 1.5)])
-def test_law_recovers_a_known_curve_and_extrapolates_it(metric, curve, a, b):
-    law = fit_downstream_law(metric, LOSSES, curve(LOSSES), n_bootstrap=50)
-    assert law.a == pytest.approx(a, abs=1e-4) and law.b == pytest.approx(b, abs=1e-4)
+@pytest.mark.parametrize(("metric", "link", "curve", "params"), [("auroc", "sigmoid", auroc_curve, (9.0, -4.0)),
+                                                              ("mae", "log", mae_curve, (-1.0, 1.5))])
+def test_law_recovers_a_known_curve_and_extrapolates_it(metric, link, curve, params):
+    law = fit_downstream_law(metric, LOSSES, curve(LOSSES), n_bootstrap=50, link=link)
+    np.testing.assert_allclose(law.params, params, atol=1e-4)
     prediction = law.predict(1.7)
     assert prediction["value"] == pytest.approx(float(curve(1.7)), rel=1e-5)
     assert prediction["extrapolated"] and not law.predict(2.0)["extrapolated"]
 
 
+def test_leave_one_run_out_picks_the_curve_that_made_the_points():
+    """Points on a sigmoid, on a line, and scattered about a constant: each picks its own curve (the held-out
+    errors computed here by hand for the constant, whose fit without run i is the others' weighted mean)."""
+    ci = np.stack([np.full(5, -0.01), np.full(5, 0.01)], 1)
+    on_sigmoid = auroc_curve(LOSSES)
+    assert fit_downstream_law("auroc", LOSSES, on_sigmoid, on_sigmoid[:, None] + ci, n_bootstrap=20).link == "sigmoid"
+    on_line = 0.9 - 0.2 * (LOSSES - 1.9)
+    assert fit_downstream_law("auroc", LOSSES, on_line, on_line[:, None] + ci, n_bootstrap=20).link == "linear"
+    flat = np.array([0.70, 0.72, 0.69, 0.71, 0.70])
+    law = fit_downstream_law("auroc", LOSSES, flat, flat[:, None] + 5 * ci, n_bootstrap=20)
+    sigma = 0.05 / 1.959964
+    by_hand = np.mean([((flat[i] - np.delete(flat, i).mean()) / sigma) ** 2 for i in range(5)])
+    assert law.link == "constant" and law.loo_errors["constant"] == pytest.approx(by_hand)
+    assert law.predict(1.5)["value"] == pytest.approx(flat.mean())
+
+
+def test_predictions_stay_in_the_metrics_range():
+    steep = np.array([0.50, 0.60, 0.75, 0.85, 0.95])
+    law = fit_downstream_law("auroc", LOSSES, steep, n_bootstrap=50, link="linear")
+    assert law.predict(1.0)["value"] == 1.0 and law.predict(1.0)["interval"][1] <= 1.0
+    assert fit_downstream_law("mae", LOSSES, [5.0, 4.0, 3.0, 2.0, 1.0], link="linear",
+                              n_bootstrap=20).predict(0.5)["value"] == 0.0
+
+
 def test_interval_follows_the_evaluations_noise():
     rng = np.random.default_rng(0)
     y = auroc_curve(LOSSES) + rng.normal(0, 0.01, len(LOSSES))
-    narrow = fit_downstream_law("auroc", LOSSES, y, np.stack([y - 0.02, y + 0.02], 1), n_bootstrap=300)
-    wide = fit_downstream_law("auroc", LOSSES, y, np.stack([y - 0.2, y + 0.2], 1), n_bootstrap=300)
+    narrow = fit_downstream_law("auroc", LOSSES, y, np.stack([y - 0.02, y + 0.02], 1), n_bootstrap=300,
+                                link="sigmoid")
+    wide = fit_downstream_law("auroc", LOSSES, y, np.stack([y - 0.2, y + 0.2], 1), n_bootstrap=300, link="sigmoid")
     width = lambda law: np.diff(law.predict(1.8)["interval"])[0]  # noqa: E731
     assert width(wide) > 4 * width(narrow)
     low, high = narrow.predict(1.8)["interval"]

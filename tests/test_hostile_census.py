@@ -148,7 +148,8 @@ CASES = [
     # downstream evaluation: ACES configs, label files, the downstream forecast
     ("evaluate", "ACES config without its label file", {"task.yaml": ACES_CONFIG},
      ["evaluate", "{dir}", "--tasks", "{dir}/task.yaml"], "pass --labels"),
-    ("evaluate", "ACES window that ends at an event", {"task.yaml": ACES_CONFIG.replace("start + 30d", "start -> death")},
+    ("evaluate", "ACES window that ends at an event",
+     {"task.yaml": ACES_CONFIG.replace("start + 30d", "start -> death")},
      ["evaluate", "{dir}", "--tasks", "{dir}/task.yaml", "--labels", "{dir}/labels.parquet"],
      "windows.target.end = 'start -> death': a window bounded by an event"),
     ("evaluate", "ACES config not YAML", {"task.yaml": "predicates: [unclosed\n"},

@@ -156,10 +156,8 @@ def grade_downstream(forecast: dict, report: dict) -> dict:
             value, ci = _primary(actual_task, estimator) if actual_task else (None, None)
             block = {**block, "actual": value, "actual_ci": ci}
             if "law_vs_loss" in block and actual_loss is not None:
-                law = block["law_vs_loss"]
-                block["from_actual_loss"] = {"value": float(DownstreamLaw(
-                    law["metric"], law["a"], law["b"], tuple(law["x_range"]), law["n_runs"], np.zeros((0, 2)))(
-                        actual_loss))}
+                law = DownstreamLaw.from_json(block["law_vs_loss"])
+                block["from_actual_loss"] = {"value": float(law(actual_loss))}
             for way in ("from_forecast_loss", "from_compute", "from_actual_loss"):
                 if way in block:
                     prediction = block[way] = dict(block[way])

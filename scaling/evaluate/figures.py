@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib import figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from analysis.downstream_law import CURVES
+from analysis.downstream_law import DownstreamLaw
 from scaling.evaluate.baselines import BASELINES
 from scaling.evaluate.metrics import PRIMARY_METRIC
 
@@ -131,7 +131,7 @@ def plot_downstream_law(forecast: dict, estimator: str = "model") -> figure.Figu
         if forecast.get("actual_loss") is not None:
             ends.append(forecast["actual_loss"])
         x = np.linspace(min(ends) - 0.01, max(ends) + 0.01, 200)
-        ax.plot(x, CURVES[law["metric"]](x, law["a"], law["b"]), "-", color="tab:blue", lw=1, label="law")
+        ax.plot(x, DownstreamLaw.from_json(law)(x), "-", color="tab:blue", lw=1, label=f"law ({law['link']})")
         predicted = block["from_forecast_loss"]
         interval = predicted.get("interval") or [predicted["value"]] * 2
         ax.errorbar([target["forecast_loss"]], [predicted["value"]],

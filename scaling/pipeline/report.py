@@ -328,27 +328,30 @@ def downstream_section(graded: dict) -> list[str]:
         "### The downstream law: the final run's metrics predicted from the sweep",
         "",
         f"Each task's metric across the {len(graded['fitted_on'])} evaluated sweep runs is fitted against their "
-        "validation loss (AUROC = 0.5 + 0.5 sigmoid(a + b L); MAE = exp(a + b L)) and against log10 C. Two steps, "
+        "validation loss L and against log10 C, by the curve that best predicts each run left out (a constant, a "
+        "line, or a sigmoid from chance for AUROC and exp(a + b L) for MAE; the column 'law'). Two steps, "
         f"as OLMo's ladder and Llama 3 predict benchmarks: the final run's loss forecast "
         f"({graded['target']['forecast_loss']:.4f}, registered before it trained), then the metric at that loss. "
         f"Registered {when}. Brackets: 95% intervals (the prediction's from refits with each run's metric redrawn "
         "from its own interval; the actual metric's from the bootstrap over patients). The column 'at the actual "
         f"loss' ({actual_loss}) isolates the second step.",
         "",
-        "| task | estimator | metric | predicted (two steps) | at the actual loss | from compute | actual | error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| task | estimator | metric | law | predicted (two steps) | at the actual loss | from compute | actual | "
+        "error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     errors = []
     for task in graded["tasks"]:
         for estimator, block in task["estimators"].items():
             if "reason" in block:
-                lines.append(f"| {task['name']} | {estimator} | {task['metric']} | {block['reason']} | | | | |")
+                lines.append(f"| {task['name']} | {estimator} | {task['metric']} | {block['reason']} | | | | | |")
                 continue
             two_step = block["from_forecast_loss"]
             interval = two_step.get("interval")
             actual_ci = block.get("actual_ci")
             lines.append(
-                f"| {task['name']} | {estimator} | {task['metric']} | {two_step['value']:.3f}"
+                f"| {task['name']} | {estimator} | {task['metric']} | {block['law_vs_loss']['link']} | "
+                f"{two_step['value']:.3f}"
                 + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
                 + f" | {_number((block.get('from_actual_loss') or {}).get('value'))}"
                 + f" | {block['from_compute']['value']:.3f} | {_number(block.get('actual'))}"
