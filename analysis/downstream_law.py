@@ -27,10 +27,11 @@ large as the differences between runs.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import expit, logit
 
 from analysis.results_table import NotEnoughData
@@ -82,7 +83,9 @@ def _fit(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> np.ndarr
     if len(y) <= 2:  # two points: the link-space line goes through both
         return np.array(p0, float)
     try:
-        params, _ = curve_fit(CURVES[link], x, y, p0=p0, sigma=sigma, absolute_sigma=True, maxfev=5000)
+        with warnings.catch_warnings():  # a covariance that cannot be estimated: the bootstrap gives the interval
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(CURVES[link], x, y, p0=p0, sigma=sigma, absolute_sigma=True, maxfev=5000)
     except RuntimeError:  # no convergence: keep the link-space line
         params = p0
     return np.asarray(params, float)

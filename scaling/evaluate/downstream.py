@@ -116,6 +116,8 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
         metric = PRIMARY_METRIC[task["kind"]]
         estimators = {}
         for estimator in ESTIMATORS:
+            if not any(t.get(estimator) for r in reports for t in r["tasks"] if t["name"] == task["name"]):
+                continue  # the task has no such estimator (a duration has no probabilities)
             loss, log_compute, value, ci = _points(reports, task["name"], estimator)
             try:
                 vs_loss = fit_downstream_law(metric, loss, value, ci, n_bootstrap)
@@ -126,8 +128,9 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
                 estimators[estimator] = {"reason": reason, "runs": len(value)}
                 continue
             estimators[estimator] = {
-                "runs": [{"val_loss": float(x), "log10_flops": float(c), "value": float(v)}
-                         for x, c, v in zip(loss, log_compute, value)],
+                "runs": [{"val_loss": float(x), "log10_flops": float(c), "value": float(v),
+                          "ci": [float(b) for b in interval] if np.isfinite(interval).all() else None}
+                         for x, c, v, interval in zip(loss, log_compute, value, ci)],
                 "law_vs_loss": vs_loss.to_json(),
                 "law_vs_compute": vs_compute.to_json(),
                 "from_forecast_loss": vs_loss.predict(target["forecast_loss"]),

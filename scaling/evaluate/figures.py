@@ -125,13 +125,15 @@ def plot_downstream_law(forecast: dict, estimator: str = "model") -> figure.Figu
     for ax, task in zip(axes, tasks):
         block = task["estimators"][estimator]
         law, runs = block["law_vs_loss"], block["runs"]
-        ax.plot([r["val_loss"] for r in runs], [r["value"] for r in runs], "o", color="tab:blue",
-                label="sweep runs")
+        below = [r["value"] - r["ci"][0] if r.get("ci") else 0 for r in runs]
+        above = [r["ci"][1] - r["value"] if r.get("ci") else 0 for r in runs]
+        ax.errorbar([r["val_loss"] for r in runs], [r["value"] for r in runs], yerr=[below, above], fmt="o",
+                    color="tab:blue", capsize=3, label="sweep runs")
         ends = [r["val_loss"] for r in runs] + [target["forecast_loss"]]
         if forecast.get("actual_loss") is not None:
             ends.append(forecast["actual_loss"])
         x = np.linspace(min(ends) - 0.01, max(ends) + 0.01, 200)
-        ax.plot(x, DownstreamLaw.from_json(law)(x), "-", color="tab:blue", lw=1, label=f"law ({law['link']})")
+        ax.plot(x, DownstreamLaw.from_json(law)(x), "-", color="tab:blue", lw=1, label="law")
         predicted = block["from_forecast_loss"]
         interval = predicted.get("interval") or [predicted["value"]] * 2
         ax.errorbar([target["forecast_loss"]], [predicted["value"]],
@@ -145,7 +147,7 @@ def plot_downstream_law(forecast: dict, estimator: str = "model") -> figure.Figu
         ax.invert_xaxis()  # lower loss (larger models) to the right
         ax.set_xlabel("validation loss (nats per token)")
         ax.set_ylabel(task["metric"].upper())
-        ax.set_title(task["name"], fontsize=10)
+        ax.set_title(f"{task['name']} ({law['link']} law)", fontsize=10)
     axes[0].legend(fontsize=7)
     return fig
 
