@@ -15,7 +15,7 @@ from meds_builders import t
 from scaling.common.errors import InputError
 from scaling.data.meds_io import read_meds
 from scaling.evaluate.aces import load_aces_task, load_task_file, parse_duration
-from scaling.evaluate.labels import Cohort, history_events, prediction_times, task_labels
+from scaling.evaluate.labels import Cohort, history_events, prediction_gap_minutes, prediction_times, task_labels
 from scaling.evaluate.tasks import parse_tasks
 
 DAY_MINUTES = 24 * 60
@@ -149,3 +149,18 @@ def test_cli_refuses_an_aces_config_without_labels(tmp_path, run_cli):
     (tmp_path / "run").mkdir()
     code, _, err = run_cli("evaluate", tmp_path / "run", "--tasks", tmp_path / "task.yaml")
     assert code == 2 and "--labels" in err and len(err.strip().splitlines()) == 1
+
+
+def test_prediction_gap_is_the_time_since_the_last_event(cohort, tmp_path):
+    rows = [(1, t(2011, 3, 5), True), (1, t(2011, 4, 1), False), (3, t(2009, 1, 1), False)]
+    task = load_task_file(str(_config(tmp_path)), write_labels(tmp_path / "labels.parquet", rows))[0]
+    times = prediction_times(cohort, task.prediction, "held_out")
+    # an event time: 0; 10 days after the last event (the readmission's discharge, 2011-03-22); before any
+    # visit, the birth (1970-01-01) is the last event
+    birth_to_2009 = (us(2009, 1, 1) - us(1970, 1, 1)) / 60e6
+    assert prediction_gap_minutes(cohort, times).tolist() == [0.0, 10 * DAY_MINUTES, birth_to_2009]
+
+
+def _config(tmp_path):
+    (tmp_path / "task.yaml").write_text(DEATH_1Y)
+    return tmp_path / "task.yaml"

@@ -138,7 +138,7 @@ def test_evaluate_refuses_bad_input(run, run_cli, tmp_path):
 
 def test_evaluate_takes_an_aces_config_and_its_label_file(run, run_cli):
     """The label file ACES would write for death within a year (here from the shipped task's own prediction
-    times and labels, every split), read with an ACES config: the same labels come back, the train split's
+    times plus 12 hours and its labels, every split), read with an ACES config: the same labels come back, the train split's
     rows train the baselines, and predictions come out in meds-evaluation's schema."""
     from meds_evaluation.schema import PredictionSchema
 
@@ -152,6 +152,9 @@ def test_evaluate_takes_an_aces_config_and_its_label_file(run, run_cli):
     times = prediction_times(cohort, death.prediction)
     keep, labels = task_labels(cohort, death, times)
     times = times.take(np.flatnonzero(keep))
+    # ACES predicts at the end of an input window, here 12 hours after the event: futures start at the event
+    # and are re-timed from the prediction time
+    times.time_us = times.time_us + 12 * 3600 * 10**6
     label_file = root / "aces_death_1y.parquet"
     pq.write_table(pa.table({"subject_id": pa.array(cohort.subject_ids[times.subject], pa.int64()),
                              "prediction_time": pa.array(times.time_us, pa.int64()).cast(pa.timestamp("us")),

@@ -9,7 +9,7 @@ from flax import nnx
 from models.decoder import Decoder
 from models.ladder import family_shape
 from scaling.data.scheme import DAY, MONTH
-from scaling.evaluate.labels import history_prompts, prediction_times
+from scaling.evaluate.labels import history_prompts, prediction_times, shift_futures
 from scaling.evaluate.outcomes import (
     estimate_from_probabilities,
     event_minutes,
@@ -91,3 +91,32 @@ def test_probability_estimate_agrees_with_the_drawn_outcome_and_varies_less(hand
         assert 0.05 < d.mean() < 0.95  # the test has power: the outcome is neither rare nor certain
         assert abs(d.mean() - p.mean()) < 4 * d.std() / np.sqrt(K)
         assert p.std() < d.std()
+
+
+def test_a_gap_before_the_prediction_time_moves_the_window(hand):
+    """A prediction 2 days after the last event (a label file's time): steps in those 2 days do not count,
+    and the window runs to the horizon counted from the prediction time."""
+    _, vocab = hand
+    row = ids(vocab, ["TIME//1d-3d", "VISIT//EMERGENCY", "TIME//1d-3d", "VISIT//EMERGENCY", "PAD"])
+    tokens = np.array([row], np.int32)
+    probs = np.array([[0.1, 0.2, 0.3, 0.4, 0.0]])
+    emergency = task("b", "count", FIRST_DISCHARGE, ("VISIT//EMERGENCY",), 3)
+    # without a gap: steps 1 and 2 (at 2 days) count and step 3 (4 days) is past 3 days
+    assert probability_values(emergency, tokens, probs, vocab) == pytest.approx([0.5])
+    # 2 days of gap: steps 1 and 2 are at 0 days from the prediction time (not after it), step 3 at 2 days
+    assert probability_values(emergency, tokens, probs, vocab, np.array([2 * DAY])) == pytest.approx([0.4])
+    futures = shift_futures(decode_futures(tokens, vocab, vocab.pad_id), np.array([2 * DAY]), samples=1)
+    assert outcome_values(emergency, futures).tolist() == [1.0]
+
+
+def test_simulated_futures_run_past_their_gap(hand):
+    """With a gap, each row's clock starts that far behind: its future reaches the horizon counted from the
+    prediction time (here a horizon of 0 still samples the gap's worth of time)."""
+    cohort, vocab = hand
+    prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)[:1]
+    model = Decoder(family_shape(16, vocab.size, 64, n_layers=1), rngs=nnx.Rngs(4))
+    settings = SimulationSettings(samples=8, max_new_tokens=12, seed=5)
+    _, stopped = simulate_futures(model, vocab, prompts, 0.0, settings)
+    _, ran = simulate_futures(model, vocab, prompts, 0.0, settings, gap_minutes=np.array([3650 * DAY]))
+    assert (stopped == vocab.pad_id).all()  # horizon 0: nothing to sample
+    assert (ran != vocab.pad_id).sum() > 0

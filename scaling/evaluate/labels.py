@@ -24,7 +24,7 @@ splits are read.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -168,6 +168,25 @@ def label_file_times(cohort: Cohort, rule: PredictionRule, split: str | None = N
         first_timed = cohort.starts[s] + int(ev.static[cohort.starts[s]:cohort.ends[s]].sum())  # statics come first
         history_end[i] = first_timed + np.searchsorted(ev.time_us[first_timed:cohort.ends[s]], t, side="right")
     return PredictionTimes(rule, subject.astype(np.int64), time_us.astype(np.int64), history_end, picks)
+
+
+def prediction_gap_minutes(cohort: Cohort, times: PredictionTimes) -> np.ndarray:
+    """(n,) minutes from each history's last timed event to its prediction time: 0 where the prediction time
+    is an event time (every rule but "labels"), more where a label file predicts between events (ACES's
+    `trigger + 24h`). Simulated futures start at the last event, so their minutes are shifted by this."""
+    last = times.history_end - 1
+    timed = (times.history_end > cohort.starts[times.subject]) & ~cohort.events.static[np.maximum(last, 0)]
+    gap = np.where(timed, (times.time_us - cohort.events.time_us[np.maximum(last, 0)]) / US_PER_MINUTE, 0.0)
+    return np.maximum(gap, 0.0)
+
+
+def shift_futures(futures: Futures, gap_minutes: np.ndarray, samples: int) -> Futures:
+    """Futures timed from each history's last event, re-timed from the prediction time (row i * K + k belongs
+    to prediction i): events in the gap get minutes <= 0, which no outcome counts."""
+    if not np.any(gap_minutes):
+        return futures
+    shift = np.repeat(gap_minutes, samples)[futures.owner]
+    return replace(futures, minutes=futures.minutes - shift)
 
 
 def hash_uniform(*keys: int | np.ndarray) -> np.ndarray:

@@ -101,12 +101,16 @@ def event_minutes(tokens: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     return before + ended
 
 
-def probability_values(task: Task, tokens: np.ndarray, probs: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+def probability_values(task: Task, tokens: np.ndarray, probs: np.ndarray, vocab: Vocabulary,
+                       gap_minutes: np.ndarray | None = None) -> np.ndarray:
     """(rows,) each future's probability estimate of the task's outcome (see the module docstring).
 
     tokens (rows, T) sampled; probs (rows, T) the sampling distribution's mass on the task's outcome tokens
-    at each step (outcome_token_mask), 0 after the future stopped."""
+    at each step (outcome_token_mask), 0 after the future stopped; gap_minutes (rows,) the time from each
+    row's last prompt event to its prediction time (steps before the prediction time do not count)."""
     minutes = event_minutes(tokens, vocab)
+    if gap_minutes is not None:
+        minutes = minutes - np.asarray(gap_minutes, float)[:, None]
     inside = (minutes > 0) & (minutes <= task.horizon_minutes)  # (rows, T)
     if task.kind == "binary":
         mask = outcome_token_mask(task, vocab, int(tokens.max(initial=0)) + 1)

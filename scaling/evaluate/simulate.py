@@ -35,7 +35,13 @@ from scaling.data.meds_io import read_meds
 from scaling.data.scheme import DAY, INTERVAL_TOKENS, TIME_INTERVALS, US_PER_MINUTE, interval_minutes
 from scaling.data.token_store import TokenStore, meds_dir_of_store
 from scaling.data.vocab import Vocabulary
-from scaling.evaluate.labels import Cohort, history_prompts, prediction_times
+from scaling.evaluate.labels import (
+    Cohort,
+    history_prompts,
+    prediction_gap_minutes,
+    prediction_times,
+    shift_futures,
+)
 from scaling.evaluate.outcomes import Futures
 from scaling.evaluate.tasks import PredictionRule
 from scaling.train.run_dir import load_trained_model
@@ -120,8 +126,14 @@ def decode_futures(tokens: np.ndarray, vocab: Vocabulary, pad_id: int) -> Future
 
 def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray], horizon_minutes: float,
                      settings: SimulationSettings = SimulationSettings(), log=None,
-                     max_prompt_tokens: int | None = None, outcome_masks: np.ndarray | None = None):
+                     max_prompt_tokens: int | None = None, outcome_masks: np.ndarray | None = None,
+                     gap_minutes: np.ndarray | None = None):
     """K futures of each prompt, up to the horizon, [EOS], death or the token budget.
+
+    `gap_minutes` (len(prompts),): time already passed since each prompt's last event at the prediction time
+    (labels.prediction_gap_minutes); each row then runs that much longer, so that it reaches the horizon
+    counted from the prediction time. The futures' minutes stay counted from the last event
+    (labels.shift_futures re-times them).
 
     Returns the decoded futures (row i * K + k is sample k of prompt i) and the sampled tokens
     (rows, max_new_tokens), padding after each row's end; with `outcome_masks` (M, model vocab) also each
@@ -143,7 +155,8 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     out = np.full((len(rows), settings.max_new_tokens), vocab.pad_id, np.int32)
     masks = None if outcome_masks is None else np.asarray(outcome_masks, bool)
     probs = np.zeros((len(rows), settings.max_new_tokens, 0 if masks is None else len(masks)), np.float32)
-    clock = np.zeros(len(rows), np.float64)  # minutes each row's sampled tokens advanced its clock
+    # minutes each row's sampled tokens advanced its clock, from minus its gap
+    clock = -np.repeat(np.zeros(len(prompts)) if gap_minutes is None else np.asarray(gap_minutes, float), K)
     active = np.arange(len(rows))  # rows that used every token of every round so far
     key = jax.random.key(settings.seed)
     done = rounds = 0  # done: tokens sampled by every active row
@@ -272,7 +285,10 @@ def simulate_run(run_dir: str | Path, out: str | Path, rule: PredictionRule, pat
         raise InputError(f"{meds_dir}: no patient of split '{split}' has a prediction time under rule '{rule.name}'")
     prompts = history_prompts(cohort, times, store.vocab)
     started = time.perf_counter()
-    futures, tokens = simulate_futures(model, store.vocab, prompts, horizon_days * DAY, settings, log=log)
+    gaps = prediction_gap_minutes(cohort, times)  # 0 unless the rule reads a label file
+    futures, tokens = simulate_futures(model, store.vocab, prompts, horizon_days * DAY, settings, log=log,
+                                       gap_minutes=gaps)
+    futures = shift_futures(futures, gaps, settings.samples)
     seconds = time.perf_counter() - started
     subject_ids = cohort.subject_ids[times.subject]
     summary = {
