@@ -163,3 +163,14 @@ def test_cli_refuses_what_it_cannot_compare(tmp_path, run_cli):
     (tmp_path / "bad-eval" / "evaluation.json").write_text("{not json")
     code, _, err = run_cli("downstream", tmp_path / "bad-eval", "--run", final)
     assert code == 2 and "bad-eval" in err and "not JSON" in err
+
+
+def test_runs_of_one_budget_still_get_the_law_against_loss(tmp_path):
+    """An IsoFLOP slice: every run has the same compute, so only the law against loss can be fitted."""
+    reports = [report(tmp_path / f"r{i}", loss, 1e11, float(auroc_curve(loss)), float(mae_curve(loss)))
+               for i, loss in enumerate(LOSSES)]
+    forecast = downstream_forecast(reports, {"run_dir": str(tmp_path / "final"), "forecast_loss": 1.8,
+                                             "flops": 1e12}, n_bootstrap=20)
+    block = forecast["tasks"][0]["estimators"]["model"]
+    assert block["from_forecast_loss"]["value"] == pytest.approx(float(auroc_curve(1.8)), rel=1e-3)
+    assert "from_compute" not in block and "distinct x" in block["law_vs_compute"]["reason"]

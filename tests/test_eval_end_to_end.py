@@ -138,8 +138,8 @@ def test_evaluate_refuses_bad_input(run, run_cli, tmp_path):
 
 def test_evaluate_takes_an_aces_config_and_its_label_file(run, run_cli):
     """The label file ACES would write for death within a year (here from the shipped task's own prediction
-    times plus 12 hours and its labels, every split), read with an ACES config: the same labels come back, the train split's
-    rows train the baselines, and predictions come out in meds-evaluation's schema."""
+    times plus 12 hours and its labels, every split), read with an ACES config: the same labels come back,
+    the train split's rows train the baselines, and predictions come out in meds-evaluation's schema."""
     from meds_evaluation.schema import PredictionSchema
 
     from scaling.data.meds_io import read_meds

@@ -262,12 +262,12 @@ def print_downstream(result: dict, console) -> None:
             if "reason" in block:
                 table.add_row(task["name"], estimator, task["metric"], f"[dim]{block['reason']}[/]", "", "", "")
                 continue
-            two_step, direct = block["from_forecast_loss"], block["from_compute"]
+            two_step, direct = block["from_forecast_loss"], block.get("from_compute")
             interval = two_step["interval"]
             table.add_row(task["name"], estimator, task["metric"],
                           f"{two_step['value']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval
                                                          else "")
                           + (" (extrapolated)" if two_step["extrapolated"] else ""),
-                          f"{direct['value']:.3f}", _number(block.get("actual")),
+                          "-" if direct is None else f"{direct['value']:.3f}", _number(block.get("actual")),
                           "-" if two_step.get("error") is None else f"{two_step['error']:+.3f}")
     console.print(table)

@@ -92,14 +92,14 @@ def _points(reports: list[dict], name: str, estimator: str) -> tuple[np.ndarray,
     return table[:, 0], table[:, 1], table[:, 2], table[:, 3:5]
 
 
-def check_comparable(reports: list[dict], where: str = "") -> None:
+def check_comparable(reports: list[dict]) -> None:
     """Every report must have scored the same patients with the same sampler settings."""
     first = reports[0].get("settings") or {}
     for report in reports[1:]:
         settings = report.get("settings") or {}
         for key in MATCHING_SETTINGS:
             if settings.get(key) != first.get(key):
-                raise InputError(f"{where or report['run']['run_dir']}: evaluation setting {key} = "
+                raise InputError(f"{report['run']['run_dir']}: evaluation setting {key} = "
                                  f"{settings.get(key)}, the sweep's evaluation has {first.get(key)}; expected the "
                                  "same settings (evaluate the runs with the same --patients, --samples, --seed)")
 
@@ -121,21 +121,25 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
             loss, log_compute, value, ci = _points(reports, task["name"], estimator)
             try:
                 vs_loss = fit_downstream_law(metric, loss, value, ci, n_bootstrap)
-                vs_compute = fit_downstream_law(metric, log_compute, value, ci, n_bootstrap)
             except NotEnoughData as error:
                 reason = (f"{metric} scored on {len(value)} of {len(reports)} runs; a law needs 3" if len(value) < 3
                           else str(error))
                 estimators[estimator] = {"reason": reason, "runs": len(value)}
                 continue
-            estimators[estimator] = {
+            block = {
                 "runs": [{"val_loss": float(x), "log10_flops": float(c), "value": float(v),
                           "ci": [float(b) for b in interval] if np.isfinite(interval).all() else None}
                          for x, c, v, interval in zip(loss, log_compute, value, ci)],
                 "law_vs_loss": vs_loss.to_json(),
-                "law_vs_compute": vs_compute.to_json(),
                 "from_forecast_loss": vs_loss.predict(target["forecast_loss"]),
-                "from_compute": vs_compute.predict(math.log10(target["flops"])),
             }
+            try:  # runs of one budget have one compute: no law against it, the law against loss stands
+                vs_compute = fit_downstream_law(metric, log_compute, value, ci, n_bootstrap)
+                block.update(law_vs_compute=vs_compute.to_json(),
+                             from_compute=vs_compute.predict(math.log10(target["flops"])))
+            except NotEnoughData as error:
+                block["law_vs_compute"] = {"reason": str(error)}
+            estimators[estimator] = block
         tasks.append({"name": task["name"], "kind": task["kind"], "metric": metric, "estimators": estimators})
     return {"target": target, "fitted_on": [r["run"]["run_dir"] for r in reports],
             "settings": {k: (reports[0].get("settings") or {}).get(k) for k in MATCHING_SETTINGS},

@@ -354,7 +354,7 @@ def downstream_section(graded: dict) -> list[str]:
                 f"{two_step['value']:.3f}"
                 + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
                 + f" | {_number((block.get('from_actual_loss') or {}).get('value'))}"
-                + f" | {block['from_compute']['value']:.3f} | {_number(block.get('actual'))}"
+                + f" | {_number((block.get('from_compute') or {}).get('value'))} | {_number(block.get('actual'))}"
                 + (f" [{actual_ci[0]:.3f}, {actual_ci[1]:.3f}]" if actual_ci else "")
                 + " | " + ("-" if two_step.get("error") is None else f"{two_step['error']:+.3f}") + " |")
             if task["metric"] == "auroc" and two_step.get("error") is not None:
