@@ -94,6 +94,7 @@ def test_aces_config_gives_the_outcome_codes_and_the_window(tmp_path):
     (("code: MEDS_DEATH", "code: MEDS_DEATH\n    value_min: 3"), "value and column criteria"),
     (("    index_timestamp: end\n", ""), "0 windows have an 'index_timestamp'"),
     (("label: bad_outcome", "label: sepsis"), "predicates.sepsis: no such predicate"),
+    (("end: start + 365 days", "end: start + soon"), "windows.target.end = 'soon'; expected a duration"),
 ])
 def test_aces_config_refuses_what_simulation_cannot_score(tmp_path, edit, message):
     path = tmp_path / "task.yaml"

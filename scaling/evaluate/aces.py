@@ -101,7 +101,7 @@ class _Config:
             self.refuse(where, text, "expected trigger, start, end or WINDOW.start|end")
         if sign is None:
             return base
-        minutes = parse_duration(offset, where)
+        minutes = parse_duration(offset, f"{self.source}: {where}")
         return base + (minutes if sign == "+" else -minutes)
 
 
