@@ -45,3 +45,22 @@ def test_baselines_learn_a_signal_and_say_why_they_cannot():
         assert np.corrcoef(estimate, counts[300:])[0, 1] > 0.5
     p, reason = fit_predict("gbdt", binary, x[:300], np.zeros(300), x[300:])
     assert p is None and "0 positives" in reason
+
+
+def test_evaluate_table_shows_why_a_baseline_is_missing():
+    """`scaling evaluate`'s table prints a baseline that could not be trained as its reason."""
+    import io
+
+    from rich.console import Console
+
+    from scaling.cli.evaluate import print_report
+
+    report = {"run": {"run_dir": "runs/final", "checkpoint_step": 8, "params": 10, "flops": 1.0, "val_loss": 2.0},
+              "samples": 4, "simulation": {"seconds": 1.0, "truncated_fraction": 0.0, "prompts_cut_fraction": 0.0},
+              "tasks": [{"name": "death", "kind": "binary", "n": 20, "prevalence": 0.0, "mean_label": 0.0,
+                         "warnings": [], "model": {"brier": 0.1, "ci": {}},
+                         "baselines": {"logistic": {"error": "0 positives in the train split"}, "gbdt": None},
+                         "oracle": None}]}
+    console = Console(file=io.StringIO(), width=200)
+    print_report(report, console)
+    assert "0 positives in the train split" in console.file.getvalue()

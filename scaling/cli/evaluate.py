@@ -174,7 +174,7 @@ def print_report(report: dict, console) -> None:
             if block is None:
                 continue
             if "error" in block:
-                table.add_row(name, f"[dim]{block['reason']}[/]", *[""] * (len(metrics) - 1))
+                table.add_row(name, f"[dim]{block['error']}[/]", *[""] * (len(metrics) - 1))
                 continue
             table.add_row(name, *[_with_interval(block, metric) for metric in metrics])
         console.print(table)
