@@ -9,13 +9,14 @@ from flax import nnx
 from models.decoder import Decoder
 from models.ladder import family_shape
 from scaling.data.scheme import DAY, MONTH
-from scaling.evaluate.labels import history_prompts, prediction_times, shift_futures
+from scaling.evaluate.labels import history_prompts, prediction_times
 from scaling.evaluate.outcomes import (
     estimate_from_probabilities,
     event_minutes,
     outcome_token_mask,
     outcome_values,
     probability_values,
+    shift_futures,
 )
 from scaling.evaluate.simulate import SimulationSettings, decode_futures, simulate_futures
 
@@ -111,12 +112,15 @@ def test_a_gap_before_the_prediction_time_moves_the_window(hand):
 
 def test_simulated_futures_run_past_their_gap(hand):
     """With a gap, each row's clock starts that far behind: its future reaches the horizon counted from the
-    prediction time (here a horizon of 0 still samples the gap's worth of time)."""
+    prediction time (here a horizon of 0 still samples the gap's worth of time), and its events are timed
+    from the prediction time."""
     cohort, vocab = hand
     prompts = history_prompts(cohort, prediction_times(cohort, FIRST_DISCHARGE), vocab)[:1]
     model = Decoder(family_shape(16, vocab.size, 64, n_layers=1), rngs=nnx.Rngs(4))
     settings = SimulationSettings(samples=8, max_new_tokens=12, seed=5)
     _, stopped = simulate_futures(model, vocab, prompts, 0.0, settings)
-    _, ran = simulate_futures(model, vocab, prompts, 0.0, settings, gap_minutes=np.array([3650 * DAY]))
+    futures, ran = simulate_futures(model, vocab, prompts, 0.0, settings, gap_minutes=np.array([3650 * DAY]))
     assert (stopped == vocab.pad_id).all()  # horizon 0: nothing to sample
     assert (ran != vocab.pad_id).sum() > 0
+    # the futures come back timed from the prediction time: the decoded tokens' minutes less the gap
+    np.testing.assert_allclose(futures.minutes, decode_futures(ran, vocab, vocab.pad_id).minutes - 3650 * DAY)

@@ -27,14 +27,7 @@ from scaling.data.meds_io import read_meds
 from scaling.data.token_store import TokenStore
 from scaling.evaluate.baselines import BASELINES, FeatureSpace, fit_predict
 from scaling.evaluate.figures import plot_metric_vs_runs, plot_metric_vs_samples, write_figures
-from scaling.evaluate.labels import (
-    Cohort,
-    PredictionTimes,
-    prediction_gap_minutes,
-    prediction_times,
-    shift_futures,
-    task_labels,
-)
+from scaling.evaluate.labels import Cohort, PredictionTimes, prediction_gap_minutes, prediction_times, task_labels
 from scaling.evaluate.meds_predictions import meds_predictions
 from scaling.evaluate.metrics import bootstrap_indices, can_rank, paired_difference, point_metrics, task_metrics
 from scaling.evaluate.oracle import Oracle, world_settings
@@ -146,10 +139,7 @@ class Evaluation:
     def _oracle_estimates(self, group: RuleGroup) -> None:
         started = time.perf_counter()
         K = self.settings.oracle_samples
-        gaps = prediction_gap_minutes(self.cohort, group.times)
-        futures, ok = self.oracle.futures(group.times, K, group.horizon_minutes + gaps.max(initial=0.0),
-                                          self.settings.seed)
-        futures = shift_futures(futures, gaps, K)
+        futures, ok = self.oracle.futures(group.times, K, group.horizon_minutes, self.settings.seed)
         for ts in group.tasks:
             values = outcome_values(ts.task, futures).reshape(len(group.times), K)
             estimate = estimate_from_samples(ts.task, values)
@@ -186,7 +176,6 @@ class Evaluation:
                     model, store.vocab, prompts, group.horizon_minutes, s.simulation(), log=self.log,
                     outcome_masks=np.array(list(masks.values())).reshape(len(masks), model.shape.vocab_size),
                     gap_minutes=gaps)
-                futures = shift_futures(futures, gaps, K)
                 simulation["seconds"] += time.perf_counter() - started
                 simulation["futures"] += len(tokens)
                 simulation["truncated"] += int((tokens[:, -1] != store.vocab.pad_id).sum())

@@ -24,7 +24,7 @@ splits are read.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -173,20 +173,12 @@ def label_file_times(cohort: Cohort, rule: PredictionRule, split: str | None = N
 def prediction_gap_minutes(cohort: Cohort, times: PredictionTimes) -> np.ndarray:
     """(n,) minutes from each history's last timed event to its prediction time: 0 where the prediction time
     is an event time (every rule but "labels"), more where a label file predicts between events (ACES's
-    `trigger + 24h`). Simulated futures start at the last event, so their minutes are shifted by this."""
+    `trigger + 24h`). Simulated futures start at the last event, so their minutes are shifted by this
+    (outcomes.shift_futures)."""
     last = times.history_end - 1
     timed = (times.history_end > cohort.starts[times.subject]) & ~cohort.events.static[np.maximum(last, 0)]
     gap = np.where(timed, (times.time_us - cohort.events.time_us[np.maximum(last, 0)]) / US_PER_MINUTE, 0.0)
     return np.maximum(gap, 0.0)
-
-
-def shift_futures(futures: Futures, gap_minutes: np.ndarray, samples: int) -> Futures:
-    """Futures timed from each history's last event, re-timed from the prediction time (row i * K + k belongs
-    to prediction i): events in the gap get minutes <= 0, which no outcome counts."""
-    if not np.any(gap_minutes):
-        return futures
-    shift = np.repeat(gap_minutes, samples)[futures.owner]
-    return replace(futures, minutes=futures.minutes - shift)
 
 
 def hash_uniform(*keys: int | np.ndarray) -> np.ndarray:

@@ -18,8 +18,8 @@ from scaling.common.errors import InputError
 from scaling.data.meds_io import MedsDataset
 from scaling.data.scheme import SECONDS_PER_MINUTE
 from scaling.data.tokenizer import TokenizerSettings, TrainCodes, build_vocabulary
-from scaling.evaluate.labels import Cohort, PredictionTimes, history_prompts
-from scaling.evaluate.outcomes import Futures
+from scaling.evaluate.labels import Cohort, PredictionTimes, history_prompts, prediction_gap_minutes
+from scaling.evaluate.outcomes import Futures, shift_futures
 from scaling.synth.generate import WORLD_FILE, gap_seconds, world_settings
 from scaling.synth.process import HOLD, ClinicalProcess, ProcessState, Timelines
 from scaling.synth.replay import timelines_from_tokens
@@ -49,8 +49,11 @@ class Oracle:
         forced, ok = timelines_from_tokens(prompts, self.vocab, self.world, self.max_tokens)
         rng = np.random.default_rng(seed)
         state = self.replay_histories(forced, rng)
-        future = self.process.advance(state.repeat(samples), rng, horizon_minutes=horizon_minutes)
-        return self._to_futures(future, rng), ok
+        # A prediction time after the history's last event (a label file's): continue from that event until
+        # the horizon counted from the prediction time, then re-time the events from it.
+        gaps = prediction_gap_minutes(self.cohort, times)
+        future = self.process.advance(state.repeat(samples), rng, horizon_minutes=horizon_minutes + gaps.max())
+        return shift_futures(self._to_futures(future, rng), gaps, samples), ok
 
     def replay_histories(self, forced: Timelines, rng: np.random.Generator) -> ProcessState:
         """The process's state just after each history (forced timelines without [EOS]): every row waits

@@ -16,7 +16,7 @@ Two estimators turn a prompt's K simulated futures into a prediction:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,15 @@ def outcome_values(task: Task, futures: Futures) -> np.ndarray:
     inside = match & (futures.minutes <= task.horizon_minutes)
     counts = np.bincount(futures.owner[inside], minlength=futures.n_rows).astype(np.float64)
     return (counts > 0).astype(np.float64) if task.kind == "binary" else counts
+
+
+def shift_futures(futures: Futures, gap_minutes: np.ndarray, samples: int) -> Futures:
+    """Futures timed from each history's last event, re-timed from the prediction time (row i * K + k belongs
+    to prediction i): events in the gap get minutes <= 0, which no outcome counts."""
+    if not np.any(gap_minutes):
+        return futures
+    shift = np.repeat(gap_minutes, samples)[futures.owner]
+    return replace(futures, minutes=futures.minutes - shift)
 
 
 def estimate_from_samples(task: Task, values: np.ndarray) -> np.ndarray:

@@ -35,14 +35,8 @@ from scaling.data.meds_io import read_meds
 from scaling.data.scheme import DAY, INTERVAL_TOKENS, TIME_INTERVALS, US_PER_MINUTE, interval_minutes
 from scaling.data.token_store import TokenStore, meds_dir_of_store
 from scaling.data.vocab import Vocabulary
-from scaling.evaluate.labels import (
-    Cohort,
-    history_prompts,
-    prediction_gap_minutes,
-    prediction_times,
-    shift_futures,
-)
-from scaling.evaluate.outcomes import Futures
+from scaling.evaluate.labels import Cohort, history_prompts, prediction_gap_minutes, prediction_times
+from scaling.evaluate.outcomes import Futures, shift_futures
 from scaling.evaluate.tasks import PredictionRule
 from scaling.train.run_dir import load_trained_model
 
@@ -132,8 +126,8 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
 
     `gap_minutes` (len(prompts),): time already passed since each prompt's last event at the prediction time
     (labels.prediction_gap_minutes); each row then runs that much longer, so that it reaches the horizon
-    counted from the prediction time. The futures' minutes stay counted from the last event
-    (labels.shift_futures re-times them).
+    counted from the prediction time, and the futures' minutes count from the prediction time (events in the
+    gap get minutes <= 0). The sampled tokens are not re-timed: give the gaps to outcomes.probability_values.
 
     Returns the decoded futures (row i * K + k is sample k of prompt i) and the sampled tokens
     (rows, max_new_tokens), padding after each row's end; with `outcome_masks` (M, model vocab) also each
@@ -155,8 +149,8 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     out = np.full((len(rows), settings.max_new_tokens), vocab.pad_id, np.int32)
     masks = None if outcome_masks is None else np.asarray(outcome_masks, bool)
     probs = np.zeros((len(rows), settings.max_new_tokens, 0 if masks is None else len(masks)), np.float32)
-    # minutes each row's sampled tokens advanced its clock, from minus its gap
-    clock = -np.repeat(np.zeros(len(prompts)) if gap_minutes is None else np.asarray(gap_minutes, float), K)
+    gaps = np.zeros(len(prompts)) if gap_minutes is None else np.asarray(gap_minutes, float)
+    clock = -np.repeat(gaps, K)  # minutes each row's sampled tokens advanced its clock, from minus its gap
     active = np.arange(len(rows))  # rows that used every token of every round so far
     key = jax.random.key(settings.seed)
     done = rounds = 0  # done: tokens sampled by every active row
@@ -176,7 +170,7 @@ def simulate_futures(model: Decoder, vocab: Vocabulary, prompts: list[np.ndarray
     if log:
         log(f"sampled {len(rows):,} futures in {rounds} round(s) of up to {round_tokens} tokens "
             f"({time.perf_counter() - started:.1f} s); {len(active):,} hit the budget of {settings.max_new_tokens}")
-    futures = decode_futures(out, vocab, vocab.pad_id)
+    futures = shift_futures(decode_futures(out, vocab, vocab.pad_id), gaps, K)
     return (futures, out) if masks is None else (futures, out, probs)
 
 
@@ -288,7 +282,6 @@ def simulate_run(run_dir: str | Path, out: str | Path, rule: PredictionRule, pat
     gaps = prediction_gap_minutes(cohort, times)  # 0 unless the rule reads a label file
     futures, tokens = simulate_futures(model, store.vocab, prompts, horizon_days * DAY, settings, log=log,
                                        gap_minutes=gaps)
-    futures = shift_futures(futures, gaps, settings.samples)
     seconds = time.perf_counter() - started
     subject_ids = cohort.subject_ids[times.subject]
     summary = {
