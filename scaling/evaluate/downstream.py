@@ -92,16 +92,14 @@ def _points(reports: list[dict], name: str, estimator: str) -> tuple[np.ndarray,
     return table[:, 0], table[:, 1], table[:, 2], table[:, 3:5]
 
 
-def check_comparable(reports: list[dict]) -> None:
-    """Every report must have scored the same patients with the same sampler settings."""
-    first = reports[0].get("settings") or {}
-    for report in reports[1:]:
-        settings = report.get("settings") or {}
-        for key in MATCHING_SETTINGS:
-            if settings.get(key) != first.get(key):
-                raise InputError(f"{report['run']['run_dir']}: evaluation setting {key} = "
-                                 f"{settings.get(key)}, the sweep's evaluation has {first.get(key)}; expected the "
-                                 "same settings (evaluate the runs with the same --patients, --samples, --seed)")
+def require_settings(report: dict, expected: dict, against: str) -> None:
+    """The report must have scored the same patients with the same sampler settings as `expected`."""
+    settings = report.get("settings") or {}
+    for key, value in expected.items():
+        if settings.get(key) != value:
+            raise InputError(f"{report['run']['run_dir']}: evaluation setting {key} = {settings.get(key)}, {against} "
+                             f"has {value}; expected the same settings (evaluate the runs with the same --patients, "
+                             "--samples, --seed)")
 
 
 def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 500) -> dict:
@@ -110,7 +108,9 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
     reports = [r for r in reports if Path(r["run"]["run_dir"]).resolve() != Path(target["run_dir"]).resolve()]
     if not reports:
         raise InputError("no evaluated run besides the target; expected the evaluations of a sweep's runs")
-    check_comparable(reports)
+    settings = {k: (reports[0].get("settings") or {}).get(k) for k in MATCHING_SETTINGS}
+    for report in reports[1:]:
+        require_settings(report, settings, "the sweep's first evaluation")
     tasks = []
     for task in reports[0]["tasks"]:
         metric = PRIMARY_METRIC[task["kind"]]
@@ -142,18 +142,14 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
             estimators[estimator] = block
         tasks.append({"name": task["name"], "kind": task["kind"], "metric": metric, "estimators": estimators})
     return {"target": target, "fitted_on": [r["run"]["run_dir"] for r in reports],
-            "settings": {k: (reports[0].get("settings") or {}).get(k) for k in MATCHING_SETTINGS},
+            "settings": settings,
             "tasks": tasks}
 
 
 def grade_downstream(forecast: dict, report: dict) -> dict:
     """The forecast next to the target's evaluation: per task and estimator the actual metric and interval,
     the error of each prediction (actual minus predicted) and whether the prediction's interval held it."""
-    settings = report.get("settings") or {}
-    for key, value in forecast["settings"].items():
-        if settings.get(key) != value:
-            raise InputError(f"{report['run']['run_dir']}: evaluation setting {key} = {settings.get(key)}, the "
-                             f"forecast was fitted on evaluations with {value}; expected the same settings")
+    require_settings(report, forecast["settings"], "the forecast's evaluations")
     actual_loss = report["run"].get("val_loss")
     graded = {**forecast, "actual_loss": actual_loss, "tasks": []}
     for task in forecast["tasks"]:

@@ -85,7 +85,8 @@ def _read(files: tuple[str, ...], _mtimes: tuple[int, ...]) -> LabelRows:
     for name, column in merged.items():
         bad = ~np.isnan(column) & ~np.isfinite(column)
         if bad.any():
-            raise InputError(f"{files[0]}: column '{name}' holds {column[bad][0]}; expected finite values")
+            source = files[0] if len(files) == 1 else Path(files[0]).parent
+            raise InputError(f"{source}: column '{name}' holds {column[bad][0]}; expected finite values")
     return LabelRows(subject_id[order], time_us[order], merged)
 
 
