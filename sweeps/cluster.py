@@ -16,10 +16,12 @@ import socket
 from pathlib import Path
 
 from scaling.common.errors import InputError
+from scaling.train.tracking import forwarded_env
 
 
 def worker_env(cpus: float, gpus: float) -> dict[str, str]:
-    """Environment of a training worker: its thread pools sized to the task's CPUs."""
+    """Environment of a training worker: its thread pools sized to the task's CPUs (PJRT_NPROC also sets how
+    many CPU devices a run splits the host into: scaling.train.cpu_devices), and the trackers asked for."""
     threads = str(max(1, int(cpus)))
     env = {name: threads for name in ("PJRT_NPROC", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     flags = os.environ.get("XLA_FLAGS", "")
@@ -31,7 +33,7 @@ def worker_env(cpus: float, gpus: float) -> dict[str, str]:
         env["JAX_PLATFORMS"] = "cpu"
     elif gpus < 1:  # runs share a GPU: none may take most of its memory up front
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    return env
+    return {**env, **forwarded_env()}  # --track: the trackers the driver was asked for, with their settings
 
 
 def runtime_env(env: dict[str, str] | None) -> dict | None:

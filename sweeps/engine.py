@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import socket
@@ -91,6 +92,21 @@ def _train_locked(run_id, run_dir: Path, config, parent_dir, parent_step, waited
     wall = time.perf_counter() - start
     append_attempt(run_dir, {"event": summary["status"], "time": time.time(), "wall_s": wall, **where})
     return {"run_id": run_id, "status": summary["status"], "summary": summary, "wall_s": wall, **where}
+
+
+def start_order(todo: list[PlannedRun], est_seconds: dict[str, float]) -> list[PlannedRun]:
+    """The order runs start in: every config's first seed before any repeat, longest first within each.
+
+    Longest first keeps the sweep's tail short (the last runs to start are short). Repeats last: a repeat
+    compiles the same programs as its first seed, and started together (as longest-first alone would, the two
+    being equally long) both compile them; started later, it reads them from the compilation cache."""
+    seen: dict[str, int] = {}
+    repeat = {}
+    for run in sorted(todo, key=lambda r: r.config.get("seed", 0)):
+        key = json.dumps({**run.config, "seed": None}, sort_keys=True, default=str)
+        repeat[run.run_id] = seen.get(key, 0)
+        seen[key] = repeat[run.run_id] + 1
+    return sorted(todo, key=lambda r: (repeat[r.run_id], -est_seconds[r.run_id]))
 
 
 def _node_id(ray) -> str | None:
@@ -190,8 +206,7 @@ class Scheduler:
             num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run, max_retries=resources.max_retries,
             retry_exceptions=False, runtime_env=runtime_env(env),
         )
-        # Longest runs first: the last runs to start are short, so the sweep's tail is short.
-        pending = sorted(todo, key=lambda r: -self.records[r.run_id]["est_seconds"])
+        pending = start_order(todo, {r.run_id: self.records[r.run_id]["est_seconds"] for r in todo})
         limit = self.max_parallel or len(pending)
         inflight: dict = {}
         bar = _progress_bar(console, progress)
@@ -289,7 +304,11 @@ def _result_line(run: PlannedRun, result: dict) -> str:
     if status == FINISHED:
         loss = result["summary"].get("val_loss")
         loss_text = f"val loss {loss:.4f}" if loss is not None and math.isfinite(loss) else "no val loss"
-        return f"  [green]finished[/] {run.run_id} (N={run.params:,}, D={run.tokens:,}) {loss_text}{took}"
+        compiled = result["summary"].get("compile")
+        compile_text = (f"; compiled {compiled['compiled']}, {compiled['from_cache']} from the cache "
+                        f"({compiled['compile_s']:.1f} s)" if compiled else "")
+        return (f"  [green]finished[/] {run.run_id} (N={run.params:,}, D={run.tokens:,}) {loss_text}{took}"
+                f"{compile_text}")
     if status == DIVERGED:
         return f"  [yellow]diverged[/] {run.run_id}: {result['summary'].get('message', '')}"
     return f"  [red]failed[/] {run.run_id}: {result.get('message', '')}"

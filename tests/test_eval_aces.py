@@ -165,3 +165,44 @@ def test_prediction_gap_is_the_time_since_the_last_event(cohort, tmp_path):
 def _config(tmp_path):
     (tmp_path / "task.yaml").write_text(DEATH_1Y)
     return tmp_path / "task.yaml"
+
+
+def test_aces_itself_agrees_with_how_its_config_is_read(tmp_path):
+    """ACES (the real package) extracts the config's labels from a synthetic MEDS cohort; its output, written
+    in the MEDS label schema, is read back row for row with its labels, and the outcome codes and window
+    `load_aces_task` reads from the same config give ACES's label for every row when applied to the data."""
+    aces_config = pytest.importorskip("aces.config")
+    aces_predicates = pytest.importorskip("aces.predicates")
+    aces_query = pytest.importorskip("aces.query")
+    import numpy as np
+    import polars as pl
+    from omegaconf import DictConfig
+
+    from scaling.synth.generate import generate_cohort
+
+    meds_dir = tmp_path / "meds"
+    generate_cohort(meds_dir, patients=300, seed=3)
+    (tmp_path / "task.yaml").write_text(DEATH_1Y)
+    cfg = aces_config.TaskExtractorConfig.load(config_path=tmp_path / "task.yaml")
+    found = pl.concat([aces_query.query(cfg, aces_predicates.get_predicates_df(cfg, DictConfig(
+        {"path": str(shard), "standard": "meds"}))) for shard in sorted(meds_dir.glob("data/*.parquet"))])
+    assert found.height > 100 and 0 < (found["label"] > 0).sum() < found.height  # both labels occur
+    rows = list(zip(found["subject_id"], found["index_timestamp"], (found["label"] > 0), strict=True))
+    task = load_task_file(str(tmp_path / "task.yaml"), write_labels(tmp_path / "labels.parquet", rows))[0]
+
+    cohort = Cohort.from_dataset(read_meds(meds_dir))
+    times = prediction_times(cohort, task.prediction)
+    expected = found.sort(["subject_id", "index_timestamp"])
+    assert cohort.subject_ids[times.subject].tolist() == expected["subject_id"].to_list()
+    assert times.time_us.tolist() == expected["index_timestamp"].dt.epoch("us").to_list()
+    keep, labels = task_labels(cohort, task, times)
+    assert keep.all() and labels.tolist() == (expected["label"] > 0).cast(float).to_list()
+
+    # the config as read (outcome code prefixes, a horizon of 365 days after the prediction time), applied to
+    # the events by hand: the same label as ACES on every row
+    ev, outcome = cohort.events, cohort.code_rows(task.codes)
+    horizon_us = task.horizon_days * 24 * 3600 * 10**6
+    by_hand = [bool(np.any(outcome[s:e] & (ev.time_us[s:e] > t) & (ev.time_us[s:e] <= t + horizon_us)))
+               for s, e, t in zip(cohort.starts[times.subject], cohort.ends[times.subject], times.time_us,
+                                  strict=True)]
+    assert by_hand == (expected["label"] > 0).to_list()

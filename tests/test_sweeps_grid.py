@@ -391,3 +391,21 @@ def test_lr_law_gives_each_run_the_side_sweeps_lr_at_its_budget(tmp_path, store)
     batch = write_grid(tmp_path / "batch.toml", store, **{"batch_size = 4": 'batch_size = "law"'})
     with pytest.raises(InputError, match='batch_size = "law"'):
         load_grid(batch)
+
+
+def test_runs_start_longest_first_and_a_seeds_repeat_after_every_first_seed(tmp_path, store):
+    from sweeps.engine import start_order
+
+    grid = load_grid(write_grid(tmp_path / "g.toml", store, budgets=(2e8, 4e8), widths=(24, 16),
+                                **{"seed = 1": "seeds = [3, 7]"}))
+    runs = expand_grid(grid).runs
+    assert len(runs) == 8 and {r.config["seed"] for r in runs} == {3, 7}
+    est = {r.run_id: float(r.steps * r.params) for r in runs}  # any cost; longer first
+    order = start_order(runs, est)
+    seeds = [r.config["seed"] for r in order]
+    assert seeds == [3, 3, 3, 3, 7, 7, 7, 7]  # every first seed before any repeat of its config
+    for half in (order[:4], order[4:]):
+        assert [est[r.run_id] for r in half] == sorted((est[r.run_id] for r in half), reverse=True)
+    # each repeat is the same config as a first seed, but for the seed
+    first = {json.dumps({**r.config, "seed": None}, sort_keys=True) for r in order[:4]}
+    assert {json.dumps({**r.config, "seed": None}, sort_keys=True) for r in order[4:]} == first

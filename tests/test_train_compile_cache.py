@@ -35,6 +35,10 @@ def test_a_second_process_reads_the_cache_and_trains_the_same_losses(tmp_path):
     second = train_in_subprocess(config, tmp_path, "b", str(cache))
     assert sorted(p.name for p in cache.iterdir()) == entries  # every program it needed was there
     assert second["val_loss"] == first["val_loss"] and second["startup_s"] > 0
+    # summary.json says so: the first run compiled its programs, the second read every one of them back
+    assert first["compile"]["compiled"] > 0 and first["compile"]["from_cache"] == 0
+    assert second["compile"]["from_cache"] == first["compile"]["compiled"] and second["compile"]["compiled"] == 0
+    assert second["compile"]["compile_s"] < first["compile"]["compile_s"]
     a, b = (pd.read_parquet(tmp_path / name / "metrics.parquet") for name in ("a", "b"))
     assert list(a["train_loss"]) == list(b["train_loss"])
 

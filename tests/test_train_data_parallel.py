@@ -43,3 +43,53 @@ def test_train_data_parallel_on_4_devices_matches_1_device(tmp_path):
     np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(b["val_loss"].dropna(), a["val_loss"].dropna(), rtol=1e-5)
     assert four["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+
+
+SPLIT_SCRIPT = """
+import json, sys
+from scaling.train.cpu_devices import split_cpu_into_devices, training_devices
+import jax
+first = split_cpu_into_devices()
+jax.devices()
+late = split_cpu_into_devices()  # after the backends started: a no-op
+print(json.dumps({"set": first, "late": late, "devices": jax.device_count(),
+                  "mesh": {b: len(training_devices(b)) for b in (16, 6, 7, 9)}}))
+"""
+
+
+def split_in_fresh_process(env: dict) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SCALING_CPU_DEVICES", "PJRT_NPROC")}
+    out = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT], env={**base, "JAX_PLATFORMS": "cpu", **env},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_cpu_is_split_into_devices_before_jax_starts_and_the_mesh_takes_the_most_that_divide_the_batch():
+    four = split_in_fresh_process({"SCALING_CPU_DEVICES": "4"})
+    assert (four["set"], four["late"], four["devices"]) == (4, None, 4)
+    # the most of the 4 devices that divide the batch: 16 -> 4, 6 -> 3, 7 -> 1, 9 -> 3
+    assert four["mesh"] == {"16": 4, "6": 3, "7": 1, "9": 3}
+    # a sweep worker's thread budget (PJRT_NPROC = cpus_per_run) sets the count; 1 leaves one device
+    assert split_in_fresh_process({"PJRT_NPROC": "3"})["devices"] == 3
+    assert split_in_fresh_process({"SCALING_CPU_DEVICES": "1"}) == {"set": None, "late": None, "devices": 1,
+                                                                    "mesh": {"16": 1, "6": 1, "7": 1, "9": 1}}
+    # a count the user forced through XLA's own flag wins
+    forced = split_in_fresh_process({"SCALING_CPU_DEVICES": "4",
+                                     "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert (forced["set"], forced["devices"]) == (None, 2)
+
+
+def test_a_run_on_split_cpu_devices_matches_one_device(tmp_path):
+    """train_run splits the CPU itself (no XLA flag): 2 devices here reach the 1-device losses."""
+    store = random_token_store(tmp_path / "store")
+    config = tiny_run_config(store, batch_size=8)
+    one = run_on_devices(1, config, tmp_path / "one")
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
+           "SCALING_CPU_DEVICES": "2"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(config), str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    two = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (two["devices"], two["status"]) == (2, "finished")
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)

@@ -10,18 +10,11 @@ import time
 
 import pandas as pd
 import pytest
-from train_builders import random_token_store, tiny_run_config
+from train_builders import random_token_store, tiny_run_config, write_toml
 
 from scaling.train.trainer import train_run
 
 pytestmark = pytest.mark.slow
-
-
-def write_toml(path, config: dict) -> None:
-    lines = [f'data = "{config["data"]}"', f"seed = {config['seed']}", "[model]"]
-    lines += [f"{k} = {v}" for k, v in config["model"].items()]
-    lines += ["[train]"] + [f"{k} = {v}" for k, v in config["train"].items()]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_train_resume_after_kill_9_ends_exactly_like_an_uninterrupted_run(tmp_path):

@@ -51,3 +51,11 @@ def tiny_run_config(data: Path, **train) -> dict:
         "model": {"d_model": 40, "n_layers": 2, "n_heads": 5, "n_kv_heads": 1, "d_ff": 56},
         "train": train_section,
     }
+
+
+def write_toml(path: Path, config: dict) -> None:
+    """A run config dict (tiny_run_config) as the TOML file `scaling train` reads."""
+    lines = [f'data = "{config["data"]}"', f"seed = {config['seed']}", "[model]"]
+    lines += [f"{k} = {v}" for k, v in config["model"].items()]
+    lines += ["[train]"] + [f"{k} = {v}" for k, v in config["train"].items()]
+    path.write_text("\n".join(lines) + "\n")

@@ -20,6 +20,7 @@ from models.accounting import count_params, flops_per_token
 from models.config import ModelShape
 from scaling.data.token_store import TokenSplit
 from scaling.train.batches import WindowSampler
+from scaling.train.cpu_devices import split_cpu_into_devices, training_devices
 from scaling.train.step import (
     batch_sharding,
     data_mesh,
@@ -42,7 +43,9 @@ class ProjectTrainLoop:
 
     def __init__(self, shape: ModelShape, batch_size: int, seq_len: int, dtype: str = "float32",
                  steps_per_dispatch: int = 10):
-        mesh = data_mesh()
+        split_cpu_into_devices()  # as the trainer does: one device per core on a CPU
+        self.devices = training_devices(batch_size)
+        mesh = data_mesh(self.devices)
         compute_dtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
         impl = "cudnn" if jax.default_backend() == "gpu" and dtype == "bfloat16" else None
         graphdef, params = init_model(shape, 0, compute_dtype, impl)
@@ -106,7 +109,7 @@ def bench_train(shape: ModelShape, batch_size: int, seq_len: int, dtype: str = "
         "seq_len": seq_len,
         "dtype": dtype,
         "steps_per_dispatch": steps_per_dispatch,
-        "devices": jax.device_count(),
+        "devices": len(loop.devices),
         "device": jax.devices()[0].device_kind,
         "final_loss": float(np.asarray(loop.losses)[-1]),
         "shape": shape.to_dict(),

@@ -14,3 +14,11 @@ data_app = typer.Typer(help="Medical event data: synthetic cohorts and tokenizat
 bench_app = typer.Typer(help="Throughput figures on this machine.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+
+# The one flag for the optional trackers (scaling.train.tracking); TensorBoard files are always written.
+TRACK_HELP = ("Also log every run to these trackers: wandb, mlflow or wandb,mlflow (the extras "
+              "medscaling[wandb] / [mlflow]; WANDB_* and MLFLOW_* settings apply).")
+
+
+def track_option():
+    return typer.Option(None, "--track", help=TRACK_HELP)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scaling.cli.app import app
+from scaling.cli.app import app, track_option
 from scaling.cli.fit import check_unique_tokens
 from scaling.cli.output import print_json, stderr_console
 
@@ -31,6 +31,7 @@ def final(
         None, "--unique-tokens",
         help="A data cap: train the data-constrained optimum on a nested subset of this many train tokens."),
     json_output: bool = typer.Option(False, "--json", help="Print prediction.json on stdout."),
+    track: str = track_option(),
 ) -> None:
     """Train the model `scaling recommend` picks at budget C and compare predicted with actual loss.
 
@@ -62,7 +63,9 @@ def final(
       scaling final /shared/sweep/results.parquet --compute 1e20 --address HEAD:6379 --hosts 4 --gpus 8 --cpus 32
     """
     from scaling.pipeline.final import cluster_for, final_run  # lazy: start-up time (the fit and training stack)
+    from scaling.train.tracking import track as track_runs
 
+    track_runs(track)
     cluster = cluster_for(address, hosts, gpus, cpus)
     out = out or Path(results).parent / f"final-{compute:.3g}"
     console = stderr_console()
@@ -84,6 +87,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),
     patients: int = typer.Option(None, help="Cohort size (default: the demo preset)."),
     grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: sweeps/grids/quickstart.toml)."),
+    track: str = track_option(),
 ) -> None:
     """The main job end to end: cohort, tokens, quickstart sweep on local Ray, fits, recommendation, final
     run, downstream evaluation, report (runs/demo/report.md). Re-running reuses everything finished.
@@ -95,6 +99,9 @@ def demo(
       scaling demo --out /tmp/demo --patients 5000
     """
     from scaling.pipeline.demo import DEMO_PATIENTS, run_demo  # lazy: start-up time (the whole pipeline)
+    from scaling.train.tracking import track as track_runs
+
+    track_runs(track)
 
     console = stderr_console()
     run_demo(out, patients or DEMO_PATIENTS, grid=grid, log=lambda m: console.print(m, highlight=False))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scaling.cli.app import app
+from scaling.cli.app import app, track_option
 from scaling.cli.output import print_json, stderr_console
 
 # Each command imports its stage inside the function, so `scaling --help` starts without JAX or Ray.
@@ -70,6 +70,7 @@ def run(
     max_parallel: int = typer.Option(None, "--max-parallel", help="At most this many runs at once."),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the embedded local Ray (default: all)."),
     json_output: bool = typer.Option(False, "--json", help="Print the final status as JSON on stdout."),
+    track: str = track_option(),
 ) -> None:
     """Run a grid on Ray, one task per run. Re-running skips finished runs and resumes the others.
 
@@ -78,8 +79,13 @@ def run(
       scaling sweep run sweeps/grids/smoke.toml --data runs/tokens --out runs/sweeps/smoke
 
       scaling sweep run sweeps/grids/quickstart.toml --address 10.0.0.1:6379 --max-parallel 16
+
+      WANDB_PROJECT=ehr-scaling scaling sweep run sweeps/grids/quickstart.toml --track wandb
     """
+    from scaling.train.tracking import track as track_runs
     from sweeps.engine import run_sweep
+
+    track_runs(track)
 
     if max_parallel is not None and max_parallel < 1:
         from scaling.common.errors import InputError

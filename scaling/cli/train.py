@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scaling.cli.app import app, bench_app
+from scaling.cli.app import app, bench_app, track_option
 from scaling.cli.output import print_json, stderr_console
 
 
@@ -16,6 +16,7 @@ def train(
     out: Path = typer.Option(None, "--out", help="The run directory (default: runs/<config name>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
     json_output: bool = typer.Option(False, "--json", help="Print summary.json on stdout."),
+    track: str = track_option(),
 ) -> int:
     """Train one model on a token store; resume if the run directory has a checkpoint.
 
@@ -29,13 +30,17 @@ def train(
 
       scaling train runs/tiny.toml --out runs/tiny    # again: resumes, or reports the finished run
 
+      scaling train runs/tiny.toml --out runs/tiny --track wandb,mlflow
+
       XLA_FLAGS=--xla_force_host_platform_device_count=4 scaling train run.toml --json
     """
     # Lazy: start-up time (JAX loads only for the command that runs).
     from scaling.train.config import load_run_config
     from scaling.train.run_dir import FINISHED
+    from scaling.train.tracking import track as track_runs
     from scaling.train.trainer import train_run
 
+    track_runs(track)
     run_config = load_run_config(config)
     summary = train_run(run_config, out or Path("runs") / config.stem, progress=not quiet, source=str(config))
     if json_output:

@@ -36,8 +36,9 @@ from scaling.common.errors import InputError
 from scaling.common.hardware import peak_flops_per_s
 from scaling.data.token_store import TokenStore, train_subset
 from scaling.train.batches import WindowSampler, evaluation_batches
-from scaling.train.compile_cache import enable_compilation_cache
+from scaling.train.compile_cache import CompileLog, enable_compilation_cache
 from scaling.train.config import RunConfig, load_run_config, parse_run_config
+from scaling.train.cpu_devices import split_cpu_into_devices, training_devices
 from scaling.train.run_dir import DIVERGED, DONE, FAILED, FINISHED, OPT_STATE, PARAMS, RunDir, save_args
 from scaling.train.step import (
     batch_sharding,
@@ -49,7 +50,7 @@ from scaling.train.step import (
     make_train_chunk,
     replicated,
 )
-from scaling.train.tracking import TensorBoardLog
+from scaling.train.tracking import RunTrackers
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def plan_run(config: RunConfig, store: TokenStore, source: str | None = None) ->
     if shape.vocab_size < store.vocab.size:
         raise InputError(f"model.vocab_size = {shape.vocab_size} is smaller than the token store's vocabulary "
                          f"({store.vocab.size} tokens in {store.path})")
-    n_devices = jax.device_count()
+    n_devices = len(training_devices(config.train.batch_size))
     if config.train.batch_size % n_devices:
         raise InputError(f"train.batch_size = {config.train.batch_size} is not divisible by the "
                          f"{n_devices} devices the batch is split over")
@@ -251,6 +252,7 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
     config = as_run_config(config)
     run = RunDir(run_dir)
     console = Console(stderr=True, quiet=not progress)
+    split_cpu_into_devices()  # before anything starts JAX's backends
     enable_compilation_cache()
     store = TokenStore.open(config.data)
     plan = plan_run(config, store, source)
@@ -265,7 +267,8 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
     if writes_run_files():
         run.write_record(record)
     try:
-        return _train(config, plan, store, run, console, progress)
+        with CompileLog() as compiles:
+            return _train(config, plan, store, run, console, progress, compiles)
     except InputError:
         if fresh:  # refused before it trained: leave nothing that would block the corrected config
             run.remove_unstarted()
@@ -310,10 +313,10 @@ def _summary(plan: RunPlan, status: str, step, train_loss, val_loss, message=Non
 
 
 def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, console: Console,
-           progress: bool) -> dict:
+           progress: bool, compiles: CompileLog) -> dict:
     t = config.train
     started = time.perf_counter()
-    mesh = data_mesh()
+    mesh = data_mesh(training_devices(t.batch_size))
     rep, chunk_sharding = replicated(mesh), batch_sharding(mesh, leading=1)
     dtype = jnp.bfloat16 if plan.dtype == "bfloat16" else jnp.float32
     graphdef, params = init_model(plan.shape, config.seed, dtype, plan.attention_impl)
@@ -349,9 +352,8 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
                             t.window_mode, patients=plan.train_patients)
     ends = chunk_ends(config, start)
     chunks = list(zip([start, *ends[:-1]], ends, strict=True))
-    feeder = ChunkFeeder(sampler, chunks, chunk_sharding)
-
-    tracker = TensorBoardLog(run.path, start) if writes_run_files() else None
+    tracker = RunTrackers(run.path, run.read_record(), start) if writes_run_files() else None
+    feeder = ChunkFeeder(sampler, chunks, chunk_sharding)  # starts its thread: the try below closes it
     log = RunLog(config, plan, schedule, rows, start, console if progress else None, tracker)
     diverged_at = None
     startup_s = None  # building the model and compiling the train step (the first dispatch returns once compiled)
@@ -398,12 +400,16 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
                    f"(step {checkpoint_step}) is kept")
         summary = _summary(plan, DIVERGED, diverged_at - 1, final_train, None, message=message,
                            diverged_at_step=diverged_at, tokens_per_s=_mean_speed(rows, start),
-                           devices=plan.n_devices, startup_s=startup_s)
+                           devices=plan.n_devices, startup_s=startup_s, compile=compiles.summary())
         console.print(f"[red]diverged[/]: {message}")
     else:
         summary = _summary(plan, FINISHED, plan.total_steps, final_train, val_loss, diverged_at_step=None,
-                           tokens_per_s=_mean_speed(rows, start), devices=plan.n_devices, startup_s=startup_s)
-        console.print(f"finished: val loss {val_loss:.4f} after {plan.total_steps:,} steps -> {run.path}")
+                           tokens_per_s=_mean_speed(rows, start), devices=plan.n_devices, startup_s=startup_s,
+                           compile=compiles.summary())
+        c = summary["compile"]
+        console.print(f"finished: val loss {val_loss:.4f} after {plan.total_steps:,} steps -> {run.path} | "
+                      f"{c['compiled']} programs compiled, {c['from_cache']} read from the compile cache "
+                      f"({c['compile_s']:.1f} s)")
     if writes_run_files():
         run.write_summary(summary)
     return summary
@@ -435,7 +441,7 @@ class RunLog:
     previous row."""
 
     def __init__(self, config: RunConfig, plan: RunPlan, schedule, rows: list[dict], start: int,
-                 console: Console | None, tracker: TensorBoardLog | None = None):
+                 console: Console | None, tracker: RunTrackers | None = None):
         self.config, self.plan, self.schedule, self.rows, self.tracker = config, plan, schedule, rows, tracker
         self.pending: list[tuple[int, int, jax.Array, tuple, tuple | None]] = []
         self.recent_losses: list[float] = []
