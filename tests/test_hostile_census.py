@@ -89,6 +89,8 @@ CASES = [
     ("results", "non-UTF-8 csv", {"bad.csv": b"params,tokens,loss\n\xff\xfe,1,2\n"}, ["fit", "{dir}/bad.csv"],
      "bad.csv"),
     # run TOML
+    ("run", "unknown tracker", {"run.toml": GOOD_RUN}, ["train", "{dir}/run.toml", "--out", "{dir}/out", "--track",
+                                                        "wandb,tensorbord"], "unknown tracker 'tensorbord'"),
     ("run", "unknown key", {"run.toml": GOOD_RUN + "lrr = 1\n"}, ["train", "{dir}/run.toml", "--out", "{dir}/out"],
      "unknown key 'train.lrr'"),
     ("run", "lr inf", {"run.toml": GOOD_RUN + "lr = inf\n"}, ["train", "{dir}/run.toml", "--out", "{dir}/out"],

@@ -50,7 +50,7 @@ from scaling.train.step import (
     make_train_chunk,
     replicated,
 )
-from scaling.train.tracking import RunTrackers
+from scaling.train.tracking import RunTrackers, requested_trackers
 
 
 @dataclass(frozen=True)
@@ -253,6 +253,7 @@ def train_run(config: RunConfig | Mapping | str | Path, run_dir: str | Path, *, 
     run = RunDir(run_dir)
     console = Console(stderr=True, quiet=not progress)
     split_cpu_into_devices()  # before anything starts JAX's backends
+    requested_trackers()  # a bad $SCALING_TRACK is refused before the run directory is touched
     enable_compilation_cache()
     store = TokenStore.open(config.data)
     plan = plan_run(config, store, source)
