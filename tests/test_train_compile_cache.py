@@ -38,7 +38,6 @@ def test_a_second_process_reads_the_cache_and_trains_the_same_losses(tmp_path):
     # summary.json says so: the first run compiled its programs, the second read every one of them back
     assert first["compile"]["compiled"] > 0 and first["compile"]["from_cache"] == 0
     assert second["compile"]["from_cache"] == first["compile"]["compiled"] and second["compile"]["compiled"] == 0
-    assert second["compile"]["compile_s"] < first["compile"]["compile_s"]
     a, b = (pd.read_parquet(tmp_path / name / "metrics.parquet") for name in ("a", "b"))
     assert list(a["train_loss"]) == list(b["train_loss"])
 
