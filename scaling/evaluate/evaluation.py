@@ -43,6 +43,9 @@ from scaling.evaluate.tasks import PredictionRule, Task
 from scaling.train.run_dir import FINISHED, RunDir
 
 
+ORACLE_FUTURES_AT_ONCE = 100_000
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
     patients: int = 200  # held-out patients per prediction rule (each gets one prediction time)
@@ -139,11 +142,19 @@ class Evaluation:
     def _oracle_estimates(self, group: RuleGroup) -> None:
         started = time.perf_counter()
         K = self.settings.oracle_samples
-        futures, ok = self.oracle.futures(group.times, K, group.horizon_minutes, self.settings.seed)
+        estimates = {id(ts): np.full(len(group.times), np.nan) for ts in group.tasks}
+        # the generator's state is a few KB per future: K futures of at most ORACLE_FUTURES_AT_ONCE / K
+        # histories at a time keep memory bounded (300k futures at once held about 5 GB)
+        per_chunk = max(1, ORACLE_FUTURES_AT_ONCE // K)
+        for first in range(0, len(group.times), per_chunk):
+            chunk = np.arange(first, min(first + per_chunk, len(group.times)))
+            futures, ok = self.oracle.futures(group.times.take(chunk), K, group.horizon_minutes,
+                                              [self.settings.seed, first])
+            for ts in group.tasks:
+                values = outcome_values(ts.task, futures).reshape(len(chunk), K)
+                estimates[id(ts)][chunk] = np.where(ok, estimate_from_samples(ts.task, values), np.nan)
         for ts in group.tasks:
-            values = outcome_values(ts.task, futures).reshape(len(group.times), K)
-            estimate = estimate_from_samples(ts.task, values)
-            ts.oracle = np.where(ok, estimate, np.nan)[ts.rows]
+            ts.oracle = estimates[id(ts)][ts.rows]
         self.log(f"  oracle: {K} futures per patient ({time.perf_counter() - started:.1f} s)")
 
     # ------------------------------------------------------------------------------------------------

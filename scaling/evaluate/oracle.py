@@ -37,7 +37,8 @@ class Oracle:
         self.cohort = cohort
         self.vocab = build_vocabulary(TrainCodes.of(cohort.events), TokenizerSettings(min_count=1), dataset.bin_edges())
 
-    def futures(self, times: PredictionTimes, samples: int, horizon_minutes: float = np.inf, seed: int = 0
+    def futures(self, times: PredictionTimes, samples: int, horizon_minutes: float = np.inf,
+                seed: int | list[int] = 0
                 ) -> tuple[Futures, np.ndarray]:
         """K continuations of each history (row i * K + k) up to the horizon, minutes after the
         prediction time, and a mask of the predictions the generator could replay (all of them on an
