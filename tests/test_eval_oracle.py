@@ -97,3 +97,36 @@ def test_the_oracle_is_never_behind_a_baseline(tmp_path):
                     verdicts[(ts.task.name, name)] = difference["verdict"]
     assert len(verdicts) >= 8  # 4+ tasks x 2 baselines scored
     assert "behind" not in verdicts.values(), verdicts
+
+
+def test_the_oracle_simulated_in_chunks_scores_each_patient_as_in_one_piece(tmp_path, monkeypatch):
+    """The oracle runs at most ORACLE_FUTURES_AT_ONCE futures at a time (memory): cut into chunks of 25
+    patients, each patient's estimate agrees with the one-piece estimate up to Monte Carlo noise, so no
+    estimate lands on another patient's row."""
+    import scaling.evaluate.evaluation as evaluation_module
+
+    root = tmp_path / "cohort"
+    generate_cohort(root, 800, seed=2)
+    settings = EvaluationSettings(patients=150, samples=1, oracle_samples=200, train_patients=300, bootstrap=10)
+
+    def oracle_estimates(futures_at_once):
+        monkeypatch.setattr(evaluation_module, "ORACLE_FUTURES_AT_ONCE", futures_at_once)
+        evaluation = Evaluation(root, load_tasks("synth"), settings, log=lambda m: None)
+        return {ts.task.name: ts.oracle for group in evaluation.groups for ts in group.tasks}
+
+    whole, chunked = oracle_estimates(10**9), oracle_estimates(25 * 200)
+    kinds = {t.name: t.kind for t in load_tasks("synth")}
+    checked = 0
+    for name, one_piece in whole.items():
+        if kinds[name] != "binary" or one_piece.std() == 0:
+            continue
+        in_chunks = chunked[name]
+        assert not np.isnan(in_chunks).any() and len(in_chunks) == len(one_piece)
+        # two independent 200-future estimates of one probability p differ by at most 5 standard errors
+        # (p from both, at least 3 in 200 so that a rare outcome seen once or twice is not a failure)
+        p = np.maximum((in_chunks + one_piece) / 2, 3 / 200)
+        bound = 5 * np.sqrt(2 * p * (1 - p) / 200)
+        assert (np.abs(in_chunks - one_piece) <= bound).all(), name
+        assert np.corrcoef(in_chunks, one_piece)[0, 1] > 0.5, name  # rows swapped between patients: about 0
+        checked += 1
+    assert checked >= 3
