@@ -74,3 +74,33 @@ def test_bad_unique_tokens_exit_2_with_one_line(run_cli, results_csv, value):
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "--unique-tokens" in err
     assert "Traceback" not in err
+
+
+def test_fit_with_unique_tokens_reports_the_capped_optimum(run_cli, results_csv):
+    code, out, _ = run_cli("fit", results_csv, "--approach", "3", "--holdout", "0", "--compute", "1e17",
+                           "--unique-tokens", "1e8", "--bootstrap", "6", "--json")
+    assert code == 0
+    capped = _one_json_object(out)["data_constrained_optimum"]
+    assert capped["unique_tokens"] == 1e8 and capped["unique_tokens_source"] == "given"
+    best = capped["constrained"]
+    assert 6 * best["params"] * best["tokens"] == pytest.approx(1e17, rel=1e-6)
+    assert best["epochs"] == pytest.approx(best["tokens"] / 1e8)
+    low, high = best["ci"]["predicted_loss"]  # the bootstrap ran at this cap
+    assert low <= best["predicted_loss"] <= high
+    # the same numbers `scaling recommend` gives at this cap
+    code, out, _ = run_cli("recommend", results_csv, "--compute", "1e17", "--unique-tokens", "1e8",
+                           "--bootstrap", "0", "--json")
+    assert best["params"] == pytest.approx(_one_json_object(out)["data_constrained"]["constrained"]["params"])
+
+
+def test_fit_prints_the_cap(run_cli, results_csv):
+    code, out, _ = run_cli("fit", results_csv, "--approach", "3", "--holdout", "0", "--compute", "1e17",
+                           "--unique-tokens", "1e8")
+    assert code == 0
+    assert "data-constrained optimum" in " ".join(out.split())
+
+
+def test_fit_unique_tokens_needs_compute(run_cli, results_csv):
+    code, out, err = run_cli("fit", results_csv, "--unique-tokens", "1e8")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "--compute" in err and "Traceback" not in err

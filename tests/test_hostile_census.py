@@ -57,6 +57,8 @@ CASES = [
     ("cli", "unknown flops in plan", {}, ["sweep", "plan", "{dir}/grid.toml", "--flops", "x"], "--flops: 'x'"),
     ("cli", "unique tokens zero", {}, ["recommend", "{dir}/results.csv", "--compute", "1e18", "--unique-tokens",
                                        "0"], "--unique-tokens: 0.0"),
+    ("cli", "fit cap without compute", {}, ["fit", "{dir}/results.csv", "--unique-tokens", "1e8"],
+     "--unique-tokens: the data-constrained optimum needs --compute"),
     ("cli", "seq len zero", {}, ["recommend", "{dir}/results.csv", "--compute", "1e18", "--seq-len", "0"],
      "--seq-len: 0"),
     ("cli", "lr negative", {}, ["recommend", "{dir}/results.csv", "--compute", "1e18", "--lr", "-1"], "--lr: -1.0"),

@@ -105,6 +105,11 @@ def fit_command(
     compute: float | None = typer.Option(None, "--compute", help="also bootstrap the optimum at this many FLOPs"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     flops: str | None = FLOPS_OPTION,
+    unique_tokens: float | None = typer.Option(
+        None, "--unique-tokens",
+        help="with --compute: the data-constrained optimum under this many unique train tokens "
+             "[default: the table's largest unique_tokens]",
+    ),
     curves: Path | None = CURVES_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -123,22 +128,44 @@ def fit_command(
       scaling fit results.csv --approach 2,3 --bootstrap 1000 --holdout 5 --json
 
       scaling fit runs/sweep/results.parquet --compute 1e18 --flops detailed
+
+      scaling fit runs/finite/sweep/results.parquet --compute 1e12 --unique-tokens 2e5 --bootstrap 200
     """
     _check_non_negative("--bootstrap", bootstrap)
     _check_non_negative("--holdout", holdout)
     _check_compute(compute)
     _check_flops(flops)
+    check_unique_tokens(unique_tokens)
+    if unique_tokens is not None and compute is None:
+        raise InputError("--unique-tokens: the data-constrained optimum needs --compute C as well")
     approaches = parse_approaches(approach)
     table = _load(results, curves)
     report = _fit_with_progress(
         table, json_output, approaches=approaches, bootstrap=bootstrap, holdout=holdout, compute=compute, seed=seed,
-        flops=flops,
+        flops=flops, unique_tokens=unique_tokens,
     )
     _refuse_empty_fit(results, report)
+    capped = _data_constrained_optimum(report, compute, unique_tokens)
     if json_output:
-        print_json(report.to_json())
+        print_json({**report.to_json(), "data_constrained_optimum": capped})
     else:
         _print_fit_summary(report)
+        if capped is not None:
+            _print_data_constrained(Console(), capped)
+
+
+def _data_constrained_optimum(report, compute: float | None, unique_tokens: float | None) -> dict | None:
+    """With --compute and a data cap (given, or the table's): the optimum under the cap with its bootstrap
+    intervals, as `scaling recommend` reports it; None without both, or without the law."""
+    from analysis.recommend import approach_point, data_constrained_recommendation
+
+    if compute is None or report.data_constrained is None or report.approach3 is None:
+        return None
+    warnings: list[str] = []
+    capped = data_constrained_recommendation(report, compute, unique_tokens,
+                                             approach_point(report, "approach3", compute), warnings)
+    report.warnings += [w.replace("recommend: ", "fit: ", 1) for w in warnings]
+    return capped
 
 
 @app.command("recommend")
