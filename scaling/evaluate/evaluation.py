@@ -142,19 +142,19 @@ class Evaluation:
     def _oracle_estimates(self, group: RuleGroup) -> None:
         started = time.perf_counter()
         K = self.settings.oracle_samples
-        estimates = {id(ts): np.full(len(group.times), np.nan) for ts in group.tasks}
-        # the generator's state is a few KB per future: K futures of at most ORACLE_FUTURES_AT_ONCE / K
-        # histories at a time keep memory bounded (300k futures at once held about 5 GB)
+        estimates = [np.full(len(group.times), np.nan) for _ in group.tasks]
+        # the generator's state is several KB per future (1,000 x 1,000 futures in one piece peaked at 17 GB):
+        # K futures of at most ORACLE_FUTURES_AT_ONCE / K histories at a time keep memory bounded
         per_chunk = max(1, ORACLE_FUTURES_AT_ONCE // K)
         for first in range(0, len(group.times), per_chunk):
             chunk = np.arange(first, min(first + per_chunk, len(group.times)))
             futures, ok = self.oracle.futures(group.times.take(chunk), K, group.horizon_minutes,
                                               [self.settings.seed, first])
-            for ts in group.tasks:
+            for ts, estimate in zip(group.tasks, estimates):
                 values = outcome_values(ts.task, futures).reshape(len(chunk), K)
-                estimates[id(ts)][chunk] = np.where(ok, estimate_from_samples(ts.task, values), np.nan)
-        for ts in group.tasks:
-            ts.oracle = estimates[id(ts)][ts.rows]
+                estimate[chunk] = np.where(ok, estimate_from_samples(ts.task, values), np.nan)
+        for ts, estimate in zip(group.tasks, estimates):
+            ts.oracle = estimate[ts.rows]
         self.log(f"  oracle: {K} futures per patient ({time.perf_counter() - started:.1f} s)")
 
     # ------------------------------------------------------------------------------------------------
