@@ -111,8 +111,10 @@ class ResultsTable:
         return self.select(np.sort(order[: self.n_runs - n]))
 
 
-def load_results(path: Path | str, curves_path: Path | str | None = None) -> ResultsTable:
-    """Read a results table (.parquet or .csv), validate it and attach curves when available."""
+def load_results(path: Path | str, curves_path: Path | str | None = None,
+                 min_budget: float | None = None) -> ResultsTable:
+    """Read a results table (.parquet or .csv), validate it and attach curves when available; with
+    `min_budget`, only the runs of budgets at least that large (`from_budget`)."""
     path = Path(path)
     frame = _read_table(path)
     curves = None
@@ -121,7 +123,34 @@ def load_results(path: Path | str, curves_path: Path | str | None = None) -> Res
     side_file = Path(curves_path) if curves_path is not None else find_curves_file(path)
     if side_file is not None:
         curves = _read_curves_file(side_file)
-    return results_from_frame(frame, source=path.name, curves=curves)
+    table = results_from_frame(frame, source=path.name, curves=curves)
+    return table if min_budget is None else from_budget(table, min_budget)
+
+
+# Budgets within this relative distance of --min-budget count as at it (1e11 written as 1.0e11 or 100e9).
+MIN_BUDGET_TOLERANCE = 1e-6
+
+
+def from_budget(table: ResultsTable, min_budget: float) -> ResultsTable:
+    """The runs of IsoFLOP budgets >= `min_budget` FLOPs, with a note of what was left out. Small budgets can
+    sit in a regime where loss falls faster with compute than it does further up (very short runs, models
+    mostly embedding), and a law fitted with them forecasts too low far past the sweep (docs/fitting.md,
+    "Which budgets to fit")."""
+    if not (np.isfinite(min_budget) and min_budget > 0):
+        raise InputError(f"min_budget = {min_budget:g} is not a positive number of FLOPs", field="min_budget")
+    budgets = table.runs["budget"].to_numpy(float)
+    keep = budgets >= min_budget * (1 - MIN_BUDGET_TOLERANCE)
+    listed = ", ".join(f"{b:.3g}" for b in table.budgets)
+    if not keep.any():
+        raise InputError(f"{table.source}: min_budget = {min_budget:.3g} leaves no runs; the table's budgets are "
+                         f"{listed} FLOPs", field="min_budget")
+    if keep.all():
+        return table
+    dropped = ", ".join(f"{b:.3g}" for b in np.unique(budgets[~keep]))
+    note = (f"{table.source}: fitted on budgets >= {min_budget:.3g} FLOPs; left out {int((~keep).sum())} runs "
+            f"of budgets {dropped}")
+    selected = table.select(np.flatnonzero(keep))
+    return replace(selected, notes=(*selected.notes, note))
 
 
 def find_curves_file(results_path: Path) -> Path | None:

@@ -30,6 +30,9 @@ def final(
     unique_tokens: float = typer.Option(
         None, "--unique-tokens",
         help="A data cap: train the data-constrained optimum on a nested subset of this many train tokens."),
+    min_budget: float = typer.Option(
+        None, "--min-budget",
+        help="Fit the law only on the runs of IsoFLOP budgets at least this many FLOPs [default: all]."),
     json_output: bool = typer.Option(False, "--json", help="Print prediction.json on stdout."),
     track: str = track_option(),
 ) -> None:
@@ -58,6 +61,8 @@ def final(
 
       scaling final runs/finite/sweep/results.parquet --compute 3e12 --unique-tokens 2e5
 
+      scaling final runs/sweep/results.parquet --compute 3e13 --min-budget 1e11
+
       scaling final /shared/sweep/results.parquet --compute 1e19 --address HEAD:6379 --gpus 8 --cpus 32
 
       scaling final /shared/sweep/results.parquet --compute 1e20 --address HEAD:6379 --hosts 4 --gpus 8 --cpus 32
@@ -72,7 +77,7 @@ def final(
     check_unique_tokens(unique_tokens)
     prediction = final_run(results, compute, out, data=data, bootstrap=bootstrap, approach=approach,
                            log=lambda m: console.print(m, highlight=False), cluster=cluster,
-                           hyperparameters=hyperparameters, unique_tokens=unique_tokens)
+                           hyperparameters=hyperparameters, unique_tokens=unique_tokens, min_budget=min_budget)
     if json_output:
         print_json(prediction)
     else:

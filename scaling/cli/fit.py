@@ -27,6 +27,10 @@ CURVES_OPTION = typer.Option(
     None, "--curves", help="per-run curves (run_id, tokens, loss); default: <results>_curves.parquet|csv beside it"
 )
 JSON_OPTION = typer.Option(False, "--json", help="print one JSON object on stdout (progress goes to stderr)")
+MIN_BUDGET_OPTION = typer.Option(
+    None, "--min-budget",
+    help="fit only the runs of IsoFLOP budgets at least this many FLOPs (leave out the smallest) [default: all]",
+)
 FLOPS_OPTION = typer.Option(
     None, "--flops", help="price compute as 6N or detailed (attention included) [default: the table's flops column]"
 )
@@ -88,10 +92,10 @@ def _refuse_empty_fit(results: Path, report) -> None:
         raise InputError(f"{results}: no law could be fitted: {reasons}")
 
 
-def _load(results: Path, curves: Path | None):
+def _load(results: Path, curves: Path | None, min_budget: float | None = None):
     from analysis.results_table import load_results
 
-    return load_results(results, curves)
+    return load_results(results, curves, min_budget=min_budget)
 
 
 @app.command("fit")
@@ -110,6 +114,7 @@ def fit_command(
         help="with --compute: the data-constrained optimum under this many unique train tokens "
              "[default: the table's largest unique_tokens]",
     ),
+    min_budget: float | None = MIN_BUDGET_OPTION,
     curves: Path | None = CURVES_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -130,6 +135,8 @@ def fit_command(
       scaling fit runs/sweep/results.parquet --compute 1e18 --flops detailed
 
       scaling fit runs/finite/sweep/results.parquet --compute 1e12 --unique-tokens 2e5 --bootstrap 200
+
+      scaling fit runs/demo/sweep/results.parquet --min-budget 3e11
     """
     _check_non_negative("--bootstrap", bootstrap)
     _check_non_negative("--holdout", holdout)
@@ -139,7 +146,7 @@ def fit_command(
     if unique_tokens is not None and compute is None:
         raise InputError("--unique-tokens: the data-constrained optimum needs --compute C as well")
     approaches = parse_approaches(approach)
-    table = _load(results, curves)
+    table = _load(results, curves, min_budget)
     report = _fit_with_progress(
         table, json_output, approaches=approaches, bootstrap=bootstrap, holdout=holdout, compute=compute, seed=seed,
         flops=flops, unique_tokens=unique_tokens,
@@ -188,6 +195,7 @@ def recommend_command(
     data: str | None = typer.Option(None, "--data", help="token store of the final run (written into the config)"),
     config_out: Path | None = typer.Option(None, "--config-out", help="write the final run's config TOML here"),
     flops: str | None = FLOPS_OPTION,
+    min_budget: float | None = MIN_BUDGET_OPTION,
     curves: Path | None = CURVES_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -221,7 +229,7 @@ def recommend_command(
         raise InputError(f"--lr: {lr} is not a positive number")
     _check_non_negative("--bootstrap", bootstrap)
     (chosen,) = parse_approaches(approach)
-    table = _load(results, curves)
+    table = _load(results, curves, min_budget)
     report = _fit_with_progress(table, json_output, bootstrap=bootstrap, holdout=0, compute=compute, seed=seed,
                                 unique_tokens=unique_tokens, flops=flops)
     recommendation = recommend_compute_optimal(report, compute, chosen, vocab_size=vocab_size, seq_len=seq_len,
@@ -257,6 +265,7 @@ def plot_command(
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the approach-3 bands (0: none)"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     flops: str | None = FLOPS_OPTION,
+    min_budget: float | None = MIN_BUDGET_OPTION,
     curves: Path | None = CURVES_OPTION,
 ) -> None:
     """The standard figures of the fits, as PNG and SVG, and fit.json (what `scaling fit --json` prints).
@@ -278,7 +287,7 @@ def plot_command(
     _check_compute(compute)
     _check_flops(flops)
     refuse_existing(out, overwrite, inputs=[p for p in (results, curves) if p is not None])
-    table = _load(results, curves)
+    table = _load(results, curves, min_budget)
     report = _fit_with_progress(table, False, bootstrap=bootstrap, compute=compute, seed=seed, flops=flops)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         written = write_standard_figures(report, tmp, compute)

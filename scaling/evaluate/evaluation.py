@@ -42,7 +42,6 @@ from scaling.evaluate.simulate import SimulationSettings, cut_history_fraction, 
 from scaling.evaluate.tasks import PredictionRule, Task
 from scaling.train.run_dir import FINISHED, RunDir
 
-
 ORACLE_FUTURES_AT_ONCE = 100_000
 
 

@@ -79,9 +79,11 @@ def sweep_train_settings(results: Path) -> tuple[dict, str | None, dict]:
 
 def recommendation_for(results: Path, compute: float, data: str | None, bootstrap: int, approach: str,
                        report=None, log=print, hyperparameters: Path | None = None,
-                       unique_tokens: float | None = None) -> tuple[dict, dict, object]:
+                       unique_tokens: float | None = None,
+                       min_budget: float | None = None) -> tuple[dict, dict, object]:
     """Fit the table (unless given its fit report) and return (recommendation JSON, run config dict, fit report).
-    `unique_tokens`: train on a nested subset of that many train tokens, at the data-constrained optimum."""
+    `unique_tokens`: train on a nested subset of that many train tokens, at the data-constrained optimum.
+    `min_budget`: fit only the runs of budgets at least that large (analysis.results_table.from_budget)."""
     train, sweep_data, sweep_model = sweep_train_settings(results)
     data = data or sweep_data
     if data is None:
@@ -92,7 +94,7 @@ def recommendation_for(results: Path, compute: float, data: str | None, bootstra
     if unique_tokens is not None:  # refused before the fit: more than the store holds, or too few for a window,
         train_subset(store, unique_tokens, seq_len + 1, field="unique_tokens")
         try:  # or a table without the runs that repeat data the data-constrained law needs
-            check_repeated_data(load_results(results))
+            check_repeated_data(load_results(results, min_budget=min_budget))
         except NotEnoughData as e:
             raise InputError(f"{results}: no optimum under unique_tokens = {unique_tokens:g}: the data-constrained "
                              f"law could not be fitted ({e})", field="unique_tokens") from None
@@ -100,7 +102,8 @@ def recommendation_for(results: Path, compute: float, data: str | None, bootstra
     laws = None if hyperparameters is None else hyperparameter_laws(hyperparameters, compute, bootstrap)
     if report is None:
         log(f"fitting {results} (bootstrap {bootstrap}) for the compute-optimal model at C = {compute:.3g} FLOPs")
-        report = fit_all(load_results(results), bootstrap=bootstrap, compute=compute, unique_tokens=unique_tokens)
+        report = fit_all(load_results(results, min_budget=min_budget), bootstrap=bootstrap, compute=compute,
+                         unique_tokens=unique_tokens)
     rec = recommend_compute_optimal(report, compute, approach, vocab_size=store.vocab.size, seq_len=seq_len,
                                     unique_tokens=unique_tokens)
     if rec.get("shape") is None or rec.get("tokens") is None:
@@ -198,16 +201,17 @@ def cluster_for(address: str | None, hosts: int = 1, gpus: int | None = None,
 def final_run(results: str | Path, compute: float, out: str | Path, *, data: str | None = None, bootstrap: int = 200,
               approach: str = "approach3", report=None, log=print, progress: bool = True,
               cluster: Cluster | None = None, hyperparameters: Path | None = None,
-              unique_tokens: float | None = None) -> dict:
+              unique_tokens: float | None = None, min_budget: float | None = None) -> dict:
     """Train the recommendation at `compute` into `out` (here, or on `cluster`) and write prediction.json.
     `hyperparameters`: a side sweep's results table whose laws set the learning rate and batch size.
     `unique_tokens`: a data cap: the run trains at the data-constrained optimum on a nested subset of that many
-    train tokens, and its forecast is the data-constrained law's."""
+    train tokens, and its forecast is the data-constrained law's. `min_budget`: the law (recommendation and
+    forecast) is fitted only on the runs of budgets at least that large."""
     out = Path(out)
     with connected(cluster) if cluster else contextlib.nullcontext():
         rec, config, report = saved_recommendation(results, compute, out, data, bootstrap, approach, report, log,
-                                                   hyperparameters, unique_tokens)
-        forecast = saved_forecast(results, out, config, bootstrap, report, log)
+                                                   hyperparameters, unique_tokens, min_budget)
+        forecast = saved_forecast(results, out, config, bootstrap, report, log, min_budget)
         shape = rec["shape"]
         predicted = "none" if rec.get("predicted_loss") is None else f"{rec['predicted_loss']:.4f}"
         capped = "" if rec.get("unique_tokens") is None else (
@@ -226,8 +230,8 @@ def final_run(results: str | Path, compute: float, out: str | Path, *, data: str
 
 
 def saved_recommendation(results, compute: float, out: Path, data, bootstrap: int, approach: str, report,
-                         log, hyperparameters: Path | None = None,
-                         unique_tokens: float | None = None) -> tuple[dict, dict, object]:
+                         log, hyperparameters: Path | None = None, unique_tokens: float | None = None,
+                         min_budget: float | None = None) -> tuple[dict, dict, object]:
     """The recommendation and run config in out/recommendation.json, made (and written) if missing, and the fit
     report it came from (None when reused)."""
     rec_path = out / "recommendation.json"
@@ -242,10 +246,16 @@ def saved_recommendation(results, compute: float, out: Path, data, bootstrap: in
             raise InputError(f"{rec_path}: was made with {made}, not "
                              f"{'none' if unique_tokens is None else f'{unique_tokens:g}'}; use another out",
                              field="out")
+        if rec.get("min_budget") != (None if min_budget is None else float(min_budget)):
+            made = "all budgets" if rec.get("min_budget") is None else f"min_budget = {rec['min_budget']:g}"
+            raise InputError(f"{rec_path}: was fitted on {made}, not "
+                             f"{'all budgets' if min_budget is None else f'min_budget = {min_budget:g}'}; "
+                             "use another out", field=("out", "min_budget"))
         log(f"reusing {rec_path}")
         return rec, config, report
     rec, config, report = recommendation_for(Path(results), compute, data, bootstrap, approach, report, log,
-                                             hyperparameters, unique_tokens)
+                                             hyperparameters, unique_tokens, min_budget)
+    rec["min_budget"] = None if min_budget is None else float(min_budget)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(rec_path, {"results": str(results), "recommendation": rec, "config": config})
     return rec, config, report
@@ -318,7 +328,8 @@ def irreducible_floor(config: dict) -> Floor | None:
                  f"exact: the generator's -log p of the {len(patients):,} validation windows' targets{unscored}")
 
 
-def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log) -> dict | None:
+def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log,
+                   min_budget: float | None = None) -> dict | None:
     """out/forecast.json: the forecast of the run's loss at its own N and D, made once, before training starts
     (analysis.forecast). A forecast already there is never rewritten; one made after training started says so.
     None (and no file) when approach 3 could not be fitted: the forecast is its law's."""
@@ -329,7 +340,8 @@ def saved_forecast(results, out: Path, config: dict, bootstrap: int, report, log
     params, tokens, unique = run_size(config)
     if report is None:
         log(f"fitting {results} (bootstrap {bootstrap}) for the forecast")
-        report = fit_all(load_results(results), bootstrap=bootstrap, holdout=0, unique_tokens=unique)
+        report = fit_all(load_results(results, min_budget=min_budget), bootstrap=bootstrap, holdout=0,
+                         unique_tokens=unique)
     if unique is not None:
         if report.data_constrained is None:
             log("no forecast: the data-constrained law could not be fitted to the table (see the warnings)")
