@@ -11,6 +11,7 @@ import pytest
 
 from analysis.example_table import EXAMPLE_LAW, synthetic_isoflop_table
 from analysis.forecast import fit_input_sha256
+from analysis.loss_law import LossLaw
 from analysis.results_table import load_results
 from tests.test_final_run import final_command, known_law_sweep, run_final, without_ray_address
 
@@ -53,13 +54,10 @@ def test_fit_without_the_steeper_budget_recovers_the_law(run_cli, results_csv):
     assert (every["n_runs"], upper["n_runs"]) == (35, 28) and upper["n_budgets"] == 4
     assert any("fitted on budgets >= 3e+14" in w for w in upper["warnings"])
     truth = EXAMPLE_LAW.loss(1e8, 1e10)  # a run at 6e18 FLOPs, 600x past the top budget
-    law = upper["approach3"]
-    far = law["E"] + law["A"] / 1e8 ** law["alpha"] + law["B"] / 1e10 ** law["beta"]
-    assert abs(law["a"] - EXAMPLE_LAW.a) < 0.02 and abs(far / truth - 1) < 0.01
+    law = LossLaw.from_json(upper["approach3"])
+    assert abs(law.a - EXAMPLE_LAW.a) < 0.02 and abs(law.loss(1e8, 1e10) / truth - 1) < 0.01
     # the budget off the law biases the law fitted with it: its far forecast misses by more than 1%
-    law = every["approach3"]
-    biased = law["E"] + law["A"] / 1e8 ** law["alpha"] + law["B"] / 1e10 ** law["beta"]
-    assert abs(biased / truth - 1) > 0.01
+    assert abs(LossLaw.from_json(every["approach3"]).loss(1e8, 1e10) / truth - 1) > 0.01
 
 
 def test_recommend_and_plot_take_min_budget(run_cli, results_csv, tmp_path):
