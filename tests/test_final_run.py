@@ -344,7 +344,7 @@ def test_final_under_a_data_cap_trains_the_constrained_optimum_on_a_subset(tmp_p
         (actual - forecast["predicted_loss"]) / forecast["predicted_loss"])
     # a re-run asking for another cap is refused: the directory holds this one's recommendation
     code, _, err = run_cli("final", results, "--compute", "3e8", "--data", store, "--out", out)
-    assert code == 2 and "was made with unique_tokens = 1000, not none" in err
+    assert code == 2 and "was made with --unique-tokens 1000, this run asks for no data cap; use another --out" in err
 
 
 @pytest.mark.parametrize("value,message", [("0", "is not a positive number"), ("-5", "is not a positive number"),

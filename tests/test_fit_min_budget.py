@@ -96,5 +96,5 @@ def test_final_fits_its_forecast_on_the_budgets_kept_and_refuses_another_choice(
     result = subprocess.run(final_command(results, store, out), env=without_ray_address(), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "was fitted on --min-budget 3e+09, not all budgets; use another --out" in result.stderr
+    assert "was made with --min-budget 3e+09, this run asks for all budgets; use another --out" in result.stderr
     assert np.isfinite(prediction["actual_loss"])

@@ -241,16 +241,13 @@ def saved_recommendation(results, compute: float, out: Path, data, bootstrap: in
         if rec["compute"] != compute:
             raise InputError(f"{rec_path}: was made for C = {rec['compute']:.3g}, not {compute:.3g}; use another out",
                              field="out")
-        if rec.get("unique_tokens") != (None if unique_tokens is None else float(unique_tokens)):
-            made = "no data cap" if rec.get("unique_tokens") is None else f"unique_tokens = {rec['unique_tokens']:g}"
-            raise InputError(f"{rec_path}: was made with {made}, not "
-                             f"{'none' if unique_tokens is None else f'{unique_tokens:g}'}; use another out",
-                             field="out")
-        if rec.get("min_budget") != (None if min_budget is None else float(min_budget)):
-            made = "all budgets" if rec.get("min_budget") is None else f"min_budget = {rec['min_budget']:g}"
-            raise InputError(f"{rec_path}: was fitted on {made}, not "
-                             f"{'all budgets' if min_budget is None else f'min_budget = {min_budget:g}'}; "
-                             "use another out", field=("out", "min_budget"))
+        for choice, value, unset in (("unique_tokens", unique_tokens, "no data cap"),
+                                     ("min_budget", min_budget, "all budgets")):
+            made, wanted = rec.get(choice), None if value is None else float(value)
+            if made != wanted:
+                made_text, wanted_text = (unset if v is None else f"{choice} = {v:g}" for v in (made, wanted))
+                raise InputError(f"{rec_path}: was made with {made_text}, this run asks for {wanted_text}; "
+                                 "use another out", field=("out", choice))
         log(f"reusing {rec_path}")
         return rec, config, report
     rec, config, report = recommendation_for(Path(results), compute, data, bootstrap, approach, report, log,
