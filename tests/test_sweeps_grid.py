@@ -200,7 +200,7 @@ def test_plan_json_and_errors_on_the_command_line(tmp_path, store, run_cli):
 
 
 def test_shipped_grids_validate_and_comet_is_costed_in_gpu_hours(tmp_path, store, run_cli):
-    for name in ("smoke", "quickstart", "quickstart_whole_history", "extrapolation"):
+    for name in ("smoke", "quickstart", "quickstart_whole_history", "quickstart_context256", "extrapolation"):
         expansion = expand_grid(load_grid(REPO / "sweeps" / "grids" / f"{name}.toml", data=store))
         assert len(expansion.runs) >= 6
     code, out, err = run_cli("sweep", "plan", REPO / "sweeps" / "grids" / "comet.toml", "--hardware", "h100", "--json")
