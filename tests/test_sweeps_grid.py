@@ -203,6 +203,13 @@ def test_shipped_grids_validate_and_comet_is_costed_in_gpu_hours(tmp_path, store
     for name in ("smoke", "quickstart", "quickstart_whole_history", "quickstart_context256", "extrapolation"):
         expansion = expand_grid(load_grid(REPO / "sweeps" / "grids" / f"{name}.toml", data=store))
         assert len(expansion.runs) >= 6
+    # the 256-token variant is the quickstart in longer windows: the same shapes, tokens and steps per run
+    quickstart, context256 = (
+        [(r.budget, r.params, r.tokens, r.steps, r.shape.max_seq_len) for r in
+         expand_grid(load_grid(REPO / "sweeps" / "grids" / f"{name}.toml", data=store)).runs]
+        for name in ("quickstart", "quickstart_context256"))
+    assert [r[:4] for r in quickstart] == [r[:4] for r in context256]
+    assert {r[4] for r in quickstart} == {64} and {r[4] for r in context256} == {256}
     code, out, err = run_cli("sweep", "plan", REPO / "sweeps" / "grids" / "comet.toml", "--hardware", "h100", "--json")
     assert code == 0, err
     plan = json.loads(out)
