@@ -4,19 +4,23 @@ across the runs of a sweep, so that a larger run's metric can be predicted befor
 Two steps, as OLMo's model ladder and Llama 3 predict benchmark scores: the loss law gives the larger run's
 loss from its compute (the pre-registered forecast), and this law gives its metric from that loss.
 
-Three curves compete, x being the validation loss or log10 of the training compute:
+Three curves compete, x being the validation loss or log10 of the training compute, and `best` the best
+value any model can reach on the evaluated patients (on a synthetic cohort the oracle's: the generator's
+own probabilities; without one, AUROC 1 and MAE 0):
 
-    constant:  metric = a                              (no trend the sweep can measure)
+    constant:  metric = a                                   (no trend the sweep can measure)
     linear:    metric = a + b·x
-    sigmoid:   metric = 0.5 + 0.5 · sigmoid(a + b·x)   (AUROC: chance at high loss, 1 at low loss)
-    log:       metric = exp(a + b·x)                   (MAE: positive)
+    sigmoid:   metric = 0.5 + (best - 0.5) · sigmoid(a + b·x)  (AUROC: chance at high loss, best at low loss)
+    log:       metric = best + exp(a + b·x)                  (MAE: falls toward its floor, never below)
 
 AUROC chooses among constant, linear and sigmoid; MAE among constant, linear and log. The choice is made by
 leave-one-run-out: each curve is fitted without one run and scored on it (weighted by that run's interval),
 and the curve with the smallest error wins; so a sweep whose metric does not move with loss predicts its
 mean, and a sigmoid is used only where it predicts held-out runs better than a line (noise puts small
 models' AUROC at or below chance, where a chance-floored sigmoid turns into a step). Predictions are clipped
-to the metric's range (AUROC in [0, 1], MAE at least 0).
+to what a model can reach: AUROC in [0, best], MAE at least best. Without the oracle's bound a line
+through three falling MAEs crosses 0 and predicts a perfect model; with it, the prediction stops at the
+oracle's error.
 
 Each curve is fitted by weighted least squares in the metric's own units (scipy.optimize.curve_fit), each
 run weighted by its evaluation's bootstrap interval. The interval of a prediction is a parametric
@@ -47,79 +51,97 @@ def _linear(x, a, b):
     return a + b * x
 
 
-def _sigmoid(x, a, b):
-    return 0.5 + 0.5 * expit(a + b * x)
-
-
-def _log(x, a, b):
-    return np.exp(np.clip(a + b * x, -50.0, 50.0))
-
-
-CURVES = {"constant": _constant, "linear": _linear, "sigmoid": _sigmoid, "log": _log}
+LINKS = ("constant", "linear", "sigmoid", "log")
 CANDIDATES = {"auroc": ("constant", "linear", "sigmoid"), "mae": ("constant", "linear", "log")}
-RANGE = {"auroc": (0.0, 1.0), "mae": (0.0, np.inf)}
+UNBOUNDED_BEST = {"auroc": 1.0, "mae": 0.0}  # the best value when nothing better is known
 
 
-def _start(link: str, x: np.ndarray, y: np.ndarray) -> list[float]:
+def curve(link: str, best: float):
+    """The curve `link` as f(x, *params), bounded by `best` (the sigmoid's ceiling, the log's floor)."""
+    if link == "constant":
+        return _constant
+    if link == "linear":
+        return _linear
+    if link == "sigmoid":
+        return lambda x, a, b: 0.5 + (best - 0.5) * expit(a + b * x)
+    if link == "log":
+        return lambda x, a, b: best + np.exp(np.clip(a + b * x, -50.0, 50.0))
+    raise ValueError(f"link {link!r}; expected one of {LINKS}")
+
+
+def metric_range(metric: str, best: float) -> tuple[float, float]:
+    """The values a model's expected metric can take: AUROC in [0, best], MAE in [best, inf)."""
+    return (0.0, best) if metric == "auroc" else (best, np.inf)
+
+
+def _start(link: str, x: np.ndarray, y: np.ndarray, best: float) -> list[float]:
     """A starting point: the line through the points in the curve's link space."""
     if link == "constant":
         return [float(np.mean(y))]
     if link == "sigmoid":
-        y = logit(np.clip((y - 0.5) / 0.5, 0.02, 0.98))
-    elif link == "log":
-        y = np.log(np.maximum(y, 1e-9))
+        y = logit(np.clip((y - 0.5) / max(best - 0.5, 1e-6), 0.02, 0.98))
+    elif link == "log":  # a run at or below the floor (evaluation noise) counts as just above it
+        y = np.log(np.maximum(y - best, 1e-3 * max(float(np.max(y - best)), 1e-9)))
     slope, intercept = np.polyfit(x, y, 1)
     return [float(intercept), float(slope)]
 
 
-def _fit(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def _fit(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray, best: float) -> np.ndarray:
     """The curve's parameters by weighted least squares (sigma (n,) each point's standard error)."""
     if link == "constant":
         weights = 1.0 / sigma**2
         return np.array([float(np.sum(weights * y) / np.sum(weights))])
     if link == "linear":
         return np.polyfit(x, y, 1, w=1.0 / sigma)[::-1].astype(float)  # (a, b)
-    p0 = _start(link, x, y)
+    p0 = _start(link, x, y, best)
     if len(y) <= 2:  # two points: the link-space line goes through both
         return np.array(p0, float)
     try:
         with warnings.catch_warnings():  # a covariance that cannot be estimated: the bootstrap gives the interval
             warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(CURVES[link], x, y, p0=p0, sigma=sigma, absolute_sigma=True, maxfev=5000)
+            params, _ = curve_fit(curve(link, best), x, y, p0=p0, sigma=sigma, absolute_sigma=True, maxfev=5000)
     except RuntimeError:  # no convergence: keep the link-space line
         params = p0
     return np.asarray(params, float)
 
 
-def _leave_one_out_error(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> float:
-    """Mean over runs of ((held-out metric - its prediction) / its sigma)^2, each run left out in turn."""
+def _leave_one_out_error(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray, best: float,
+                         bounds: tuple[float, float]) -> float:
+    """Mean over runs of ((held-out metric - its prediction, clipped to `bounds`) / its sigma)^2, each run
+    left out in turn."""
     errors = []
     for i in range(len(y)):
         rest = np.arange(len(y)) != i
         if len(np.unique(x[rest])) < 2 and link != "constant":
             return np.inf
-        params = _fit(link, x[rest], y[rest], sigma[rest])
-        errors.append(((y[i] - CURVES[link](x[i], *params)) / sigma[i]) ** 2)
+        params = _fit(link, x[rest], y[rest], sigma[rest], best)
+        predicted = np.clip(curve(link, best)(x[i], *params), *bounds)
+        errors.append(((y[i] - predicted) / sigma[i]) ** 2)
     return float(np.mean(errors))
 
 
 @dataclass(frozen=True)
 class DownstreamLaw:
     metric: str  # "auroc" or "mae"
-    link: str  # the chosen curve (CURVES)
+    link: str  # the chosen curve (LINKS)
     params: tuple[float, ...]
     x_range: tuple[float, float]  # the fitted x values' span
     n_runs: int
     draws: np.ndarray  # (n_bootstrap, len(params)) refitted parameters for the interval
     loo_errors: dict[str, float]  # each candidate's leave-one-run-out error
+    best: float  # the best value a model can reach (the oracle's, or AUROC 1 / MAE 0)
+
+    def _values(self, x, params) -> np.ndarray:
+        return np.clip(curve(self.link, self.best)(np.asarray(x, float), *params),
+                       *metric_range(self.metric, self.best))
 
     def __call__(self, x: float | np.ndarray) -> float | np.ndarray:
-        return np.clip(CURVES[self.link](np.asarray(x, float), *self.params), *RANGE[self.metric])
+        return self._values(x, self.params)
 
     def predict(self, x: float) -> dict:
         """The metric at x, its 95% interval over the bootstrap refits, and whether x lies past the fitted
         span (an extrapolation)."""
-        values = np.clip([CURVES[self.link](float(x), *p) for p in self.draws], *RANGE[self.metric])
+        values = [float(self._values(x, p)) for p in self.draws]
         interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) >= 10 \
             else None
         low, high = self.x_range
@@ -129,23 +151,29 @@ class DownstreamLaw:
     def to_json(self) -> dict:
         return {"metric": self.metric, "link": self.link, "params": list(self.params),
                 "x_range": list(self.x_range), "n_runs": self.n_runs, "bootstrap": len(self.draws),
-                "leave_one_out_error": self.loo_errors}
+                "leave_one_out_error": self.loo_errors, "best": self.best}
 
     @classmethod
     def from_json(cls, law: dict) -> DownstreamLaw:
         return cls(law["metric"], law["link"], tuple(law["params"]), tuple(law["x_range"]), law["n_runs"],
-                   np.zeros((0, len(law["params"]))), law.get("leave_one_out_error", {}))
+                   np.zeros((0, len(law["params"]))), law.get("leave_one_out_error", {}),
+                   law.get("best", UNBOUNDED_BEST[law["metric"]]))
 
 
 def fit_downstream_law(metric: str, x: np.ndarray, y: np.ndarray, ci: np.ndarray | None = None,
-                       n_bootstrap: int = 500, seed: int = 0, link: str | None = None) -> DownstreamLaw:
+                       n_bootstrap: int = 500, seed: int = 0, link: str | None = None,
+                       best: float | None = None) -> DownstreamLaw:
     """Fit the metric `y` (n,) against `x` (n,), with `ci` (n, 2) each point's 95% interval (NaN where the
-    evaluation gave none: the spread of the residuals stands in). `link` forces a curve; by default the
+    evaluation gave none: the spread of the residuals stands in). `best` is the best value a model can reach
+    on these patients (the oracle's metric; None: AUROC 1, MAE 0). `link` forces a curve; by default the
     candidates of the metric compete by leave-one-run-out. Needs 3 runs at 2 or more distinct x."""
     if metric not in CANDIDATES:
         raise ValueError(f"metric {metric!r}; expected one of {sorted(CANDIDATES)}")
     if link is not None and link not in CANDIDATES[metric]:
         raise ValueError(f"link {link!r}; expected one of {CANDIDATES[metric]} for {metric}")
+    best = UNBOUNDED_BEST[metric] if best is None or not np.isfinite(best) else float(best)
+    if metric == "auroc" and not 0.5 < best <= 1.0:
+        raise ValueError(f"best AUROC {best}; expected a ceiling above chance (0.5, 1]")
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 3 or len(np.unique(x[keep])) < 2:
@@ -154,15 +182,15 @@ def fit_downstream_law(metric: str, x: np.ndarray, y: np.ndarray, ci: np.ndarray
     ci = np.full((len(keep), 2), np.nan) if ci is None else np.asarray(ci, float).reshape(len(keep), 2)
     x, y = x[keep], y[keep]
     sigma = (ci[keep, 1] - ci[keep, 0]) / (2 * Z_95)
-    line = _fit("linear", x, y, np.ones_like(y))
+    line = _fit("linear", x, y, np.ones_like(y), best)
     residual = float(np.std(y - _linear(x, *line), ddof=min(2, len(y) - 1))) or 1e-3
     sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, residual)
     candidates = (link,) if link else CANDIDATES[metric]
-    loo = {name: _leave_one_out_error(name, x, y, sigma) for name in candidates}
+    loo = {name: _leave_one_out_error(name, x, y, sigma, best, metric_range(metric, best)) for name in candidates}
     chosen = min(candidates, key=lambda name: (loo[name], candidates.index(name)))
-    params = _fit(chosen, x, y, sigma)
+    params = _fit(chosen, x, y, sigma, best)
     rng = np.random.default_rng(seed)
-    draws = np.array([_fit(chosen, x, y + sigma * rng.standard_normal(len(y)), sigma)
+    draws = np.array([_fit(chosen, x, y + sigma * rng.standard_normal(len(y)), sigma, best)
                       for _ in range(n_bootstrap)]).reshape(-1, len(params))
     return DownstreamLaw(metric, chosen, tuple(float(p) for p in params), (float(x.min()), float(x.max())),
-                         len(y), draws, loo)
+                         len(y), draws, loo, best)

@@ -58,6 +58,26 @@ def test_predictions_stay_in_the_metrics_range():
                               n_bootstrap=20).predict(0.5)["value"] == 0.0
 
 
+def test_oracle_bounds_the_curves_and_the_predictions():
+    """With the oracle's metric as `best`: the log curve falls toward the oracle's MAE and the sigmoid rises
+    toward its AUROC (both recovered from points on them), and no curve predicts past the oracle."""
+    floor, ceiling = 2.0, 0.9
+    mae = floor + np.exp(-1.0 + 1.5 * LOSSES)
+    law = fit_downstream_law("mae", LOSSES, mae, n_bootstrap=20, link="log", best=floor)
+    np.testing.assert_allclose(law.params, (-1.0, 1.5), atol=1e-4)
+    assert law.predict(1.0)["value"] == pytest.approx(floor + math.exp(0.5), rel=1e-5)
+    auroc = 0.5 + (ceiling - 0.5) * expit(9.0 - 4.0 * LOSSES)
+    law = fit_downstream_law("auroc", LOSSES, auroc, n_bootstrap=20, link="sigmoid", best=ceiling)
+    np.testing.assert_allclose(law.params, (9.0, -4.0), atol=1e-4)
+    # a line through MAEs falling 1 per 0.1 of loss reaches 0 at loss 1.4; the oracle stops it at its floor
+    falling = [5.0, 4.0, 3.0, 2.5, 2.1]
+    line = fit_downstream_law("mae", LOSSES, falling, n_bootstrap=50, link="linear", best=floor)
+    assert line.predict(1.4)["value"] == floor and line.predict(1.4)["interval"][0] >= floor
+    steep = fit_downstream_law("auroc", LOSSES, [0.50, 0.60, 0.75, 0.85, 0.88], n_bootstrap=50, link="linear",
+                               best=ceiling)
+    assert steep.predict(1.0)["value"] == ceiling and steep.predict(1.0)["interval"][1] <= ceiling
+
+
 def test_interval_follows_the_evaluations_noise():
     rng = np.random.default_rng(0)
     y = auroc_curve(LOSSES) + rng.normal(0, 0.01, len(LOSSES))
@@ -75,17 +95,19 @@ def test_law_needs_three_scored_runs():
         fit_downstream_law("auroc", [2.0, 1.9, 1.8], [0.7, float("nan"), 0.8])
 
 
-def report(run_dir, loss, flops, auroc, mae, patients=100):
-    """A run's evaluation report, as `scaling evaluate` writes it (the fields the forecast reads)."""
+def report(run_dir, loss, flops, auroc, mae, patients=100, oracle=None):
+    """A run's evaluation report, as `scaling evaluate` writes it (the fields the forecast reads); `oracle`
+    (AUROC, MAE) the oracle's metrics."""
     return {"run": {"run_dir": str(run_dir), "val_loss": loss, "flops": flops},
             "settings": {"patients": patients, "samples": 8, "seed": 0, "max_new_tokens": 64, "temperature": 1.0,
                          "top_k": 0, "top_p": 1.0, "min_positives": 10},
             "tasks": [
                 {"name": "death", "kind": "binary",
                  "model": {"auroc": auroc, "ci": {"auroc": [auroc - 0.05, auroc + 0.05]}},
-                 "model_probability": {"auroc": None, "ci": {"auroc": None}}},
+                 "model_probability": {"auroc": None, "ci": {"auroc": None}},
+                 "oracle": {"auroc": oracle[0]} if oracle else None},
                 {"name": "stay", "kind": "duration", "model": {"mae": mae, "ci": {"mae": [mae - 0.1, mae + 0.1]}},
-                 "model_probability": None}]}
+                 "model_probability": None, "oracle": {"mae": oracle[1]} if oracle else None}]}
 
 
 def sweep_reports(tmp_path):
@@ -174,3 +196,21 @@ def test_runs_of_one_budget_still_get_the_law_against_loss(tmp_path):
     block = forecast["tasks"][0]["estimators"]["model"]
     assert block["from_forecast_loss"]["value"] == pytest.approx(float(auroc_curve(1.8)), rel=1e-3)
     assert "from_compute" not in block and "distinct x" in block["law_vs_compute"]["reason"]
+
+
+def test_forecast_is_bounded_by_the_oracle_of_the_evaluations(tmp_path):
+    """Length of stay's MAE falling by a constant step per run: a line would predict below the oracle's MAE at
+    the target's loss; the forecast reads the oracle from the reports and stops there."""
+    losses, flops = [2.0, 1.9, 1.8], [1e11, 3e11, 1e12]
+    reports = [report(tmp_path / f"sweep{i}", x, c, 0.6 + 0.1 * i, 20.0 - 8.0 * i, oracle=(0.8, 2.5))
+               for i, (x, c) in enumerate(zip(losses, flops))]
+    target = {"run_dir": str(tmp_path / "final"), "forecast_loss": 1.7, "flops": 3e13}
+    death, stay = downstream_forecast(reports, target, n_bootstrap=50)["tasks"]
+    assert (death["oracle"], stay["oracle"]) == (0.8, 2.5)
+    block = stay["estimators"]["model"]
+    assert block["law_vs_loss"]["best"] == 2.5 and block["from_forecast_loss"]["value"] >= 2.5
+    assert death["estimators"]["model"]["from_forecast_loss"]["value"] <= 0.8
+    # without an oracle the same points predict a better-than-possible stay: the bound is what stopped it
+    unbounded = downstream_forecast([{**r, "tasks": [{**t, "oracle": None} for t in r["tasks"]]} for r in reports],
+                                    target, n_bootstrap=50)["tasks"][1]
+    assert unbounded["oracle"] is None and unbounded["estimators"]["model"]["from_forecast_loss"]["value"] < 2.5

@@ -6,11 +6,13 @@ and graded once it is (the two-step prediction of analysis.downstream_law).
 
 For each task and each estimator (the futures' drawn outcomes, "model", and the model's own probabilities,
 "model_probability"), the primary metric (AUROC, or MAE for counts and durations) of every sweep run is
-fitted against its validation loss and against log10 of its compute. The target run's metric is predicted
-three ways: from its pre-registered forecast loss (the two-step prediction: loss from compute, metric from
-loss), from its compute directly, and, at grading, from the loss it actually reached (which separates the
-error of the second step from the first's). The reports must score every run on the same patients and
-futures per patient (one `scaling evaluate` over the sweep, with the same settings for the target).
+fitted against its validation loss and against log10 of its compute, bounded by the oracle's metric where
+the evaluation has one (no model's AUROC can expect to pass it, no model's MAE to fall below it). The
+target run's metric is predicted three ways: from its pre-registered forecast loss (the two-step
+prediction: loss from compute, metric from loss), from its compute directly, and, at grading, from the
+loss it actually reached (which separates the error of the second step from the first's). The reports
+must score every run on the same patients and futures per patient (one `scaling evaluate` over the sweep,
+with the same settings for the target).
 """
 
 from __future__ import annotations
@@ -92,6 +94,17 @@ def _points(reports: list[dict], name: str, estimator: str) -> tuple[np.ndarray,
     return table[:, 0], table[:, 1], table[:, 2], table[:, 3:5]
 
 
+def oracle_value(reports: list[dict], name: str, metric: str) -> float | None:
+    """The oracle's metric on task `name` (the same patients in every report: the first report that has it),
+    the best value a model can reach there; None without an oracle (a cohort that is not synthetic)."""
+    for report in reports:
+        task = next((t for t in report["tasks"] if t["name"] == name), None)
+        value = ((task or {}).get("oracle") or {}).get(metric)
+        if value is not None and math.isfinite(value):
+            return float(value)
+    return None
+
+
 def require_settings(report: dict, expected: dict, against: str) -> None:
     """The report must have scored the same patients with the same sampler settings as `expected`."""
     settings = report.get("settings") or {}
@@ -114,13 +127,16 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
     tasks = []
     for task in reports[0]["tasks"]:
         metric = PRIMARY_METRIC[task["kind"]]
+        best = oracle_value(reports, task["name"], metric)
+        if metric == "auroc" and best is not None and best <= 0.5:
+            best = None  # an oracle at chance bounds nothing a law could fit
         estimators = {}
         for estimator in ESTIMATORS:
             if not any(t.get(estimator) for r in reports for t in r["tasks"] if t["name"] == task["name"]):
                 continue  # the task has no such estimator (a duration has no probabilities)
             loss, log_compute, value, ci = _points(reports, task["name"], estimator)
             try:
-                vs_loss = fit_downstream_law(metric, loss, value, ci, n_bootstrap)
+                vs_loss = fit_downstream_law(metric, loss, value, ci, n_bootstrap, best=best)
             except NotEnoughData as error:
                 reason = (f"{metric} scored on {len(value)} of {len(reports)} runs; a law needs 3" if len(value) < 3
                           else str(error))
@@ -134,13 +150,14 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
                 "from_forecast_loss": vs_loss.predict(target["forecast_loss"]),
             }
             try:  # runs of one budget have one compute: no law against it, the law against loss stands
-                vs_compute = fit_downstream_law(metric, log_compute, value, ci, n_bootstrap)
+                vs_compute = fit_downstream_law(metric, log_compute, value, ci, n_bootstrap, best=best)
                 block.update(law_vs_compute=vs_compute.to_json(),
                              from_compute=vs_compute.predict(math.log10(target["flops"])))
             except NotEnoughData as error:
                 block["law_vs_compute"] = {"reason": str(error)}
             estimators[estimator] = block
-        tasks.append({"name": task["name"], "kind": task["kind"], "metric": metric, "estimators": estimators})
+        tasks.append({"name": task["name"], "kind": task["kind"], "metric": metric, "oracle": best,
+                      "estimators": estimators})
     return {"target": target, "fitted_on": [r["run"]["run_dir"] for r in reports],
             "settings": settings,
             "tasks": tasks}
