@@ -8,7 +8,12 @@ gives the forecast two kinds of uncertainty:
   token store knows it, else 0: a pure power law), and its prediction. Far past the sweep, E and the
   exponents trade off against each other; how far the forecast moves when E is pinned is the part of the
   uncertainty a bootstrap over the same runs cannot see.
-`interval` spans both. The point forecast is the free-E law's, unless the pinned E is exact (the floor of
+- `without_smallest_budgets`: approach 3 refitted with the sweep's smallest budget left out, then the two
+  smallest, while two budgets remain, and each refit's prediction. Small budgets can sit in a regime where
+  loss falls faster with compute than further up (short runs, models mostly embedding), and a law that must
+  pass through them bends too fast; a bootstrap over the same runs cannot see that either (measured:
+  docs/fitting.md, "How far the forecast moves without the smallest budget").
+`interval` spans all three. The point forecast is the free-E law's, unless the pinned E is exact (the floor of
 exactly what the run's loss scores, `pinned_E_exact`): then E is known, not fitted, and the pinned law's
 prediction is the forecast (`point_from` says which).
 A run that repeats a data cap of U unique tokens is forecast by the data-constrained law instead
@@ -28,7 +33,7 @@ import numpy as np
 from analysis.fit_report import FitReport
 from analysis.loss_law import LAW_KEYS, DataConstrainedLaw, LossLaw
 from analysis.parametric_fit import fit_parametric_loss_table
-from analysis.results_table import ResultsTable
+from analysis.results_table import NotEnoughData, ResultsTable, from_budget
 
 LAW_SAMPLE_KEYS = LAW_KEYS
 
@@ -99,6 +104,23 @@ def forecast_capped_run(report: FitReport, params: float, tokens: float, unique_
     }
 
 
+def forecast_without_smallest_budgets(table: ResultsTable, params: float, tokens: float) -> list[dict]:
+    """Approach 3 refitted on the budgets from the second smallest up, then from the third, ..., while two
+    budgets remain, and each refit's prediction at (N, D); a refit the remaining runs cannot support stops
+    the list."""
+    refits = []
+    for min_budget in table.budgets[1:-1]:
+        kept = from_budget(table, float(min_budget))
+        try:
+            fit = fit_parametric_loss_table(kept)
+        except NotEnoughData:
+            break
+        refits.append({"min_budget": float(min_budget), "runs": kept.n_runs,
+                       "predicted_loss": float(fit.predict(params, tokens)), "converged": fit.converged,
+                       "law": {k: float(getattr(fit, k)) for k in LAW_SAMPLE_KEYS}})
+    return refits
+
+
 def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: float | None = None,
                  pinned_E_source: str = "pure power law (E = 0)", pinned_E_exact: bool = False) -> dict:
     """The forecast of a run of N = `params`, D = `tokens` (see the module docstring)."""
@@ -112,7 +134,8 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
     E = 0.0 if pinned_E is None else float(pinned_E)
     pinned_fit = fit_parametric_loss_table(report.table, fixed_E=E, warm_start=law if E > 0 else None)
     pinned_point = float(pinned_fit.predict(params, tokens))
-    ends = [point, pinned_point, *(boot or [])]
+    without_smallest = forecast_without_smallest_budgets(report.table, params, tokens)
+    ends = [point, pinned_point, *(boot or []), *(refit["predicted_loss"] for refit in without_smallest)]
     exact = bool(pinned_E_exact and pinned_E is not None)
     return {
         "approach": "approach3",
@@ -129,6 +152,7 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
         "pinned_E": {"E": E, "source": pinned_E_source if pinned_E is not None else "pure power law (E = 0)",
                      "exact": exact, "predicted_loss": pinned_point, "converged": pinned_fit.converged,
                      "law": {k: float(getattr(pinned_fit, k)) for k in LAW_SAMPLE_KEYS}},
+        "without_smallest_budgets": without_smallest,
         "fit_runs": report.table.n_runs,
         "fit_input_sha256": fit_input_sha256(report.table),
         "extrapolation_factor": float(report.table.flops_per_param_token * params * tokens
@@ -149,4 +173,9 @@ def grade(forecast: dict, actual: float | None) -> dict:
                             ("unconstrained", forecast.get("unconstrained_predicted_loss"))):
         if predicted is not None:
             graded[f"{name}_relative_error"] = (float(actual) - predicted) / predicted
+    if forecast.get("without_smallest_budgets"):
+        graded["without_smallest_budgets"] = [
+            {"min_budget": refit["min_budget"],
+             "relative_error": (float(actual) - refit["predicted_loss"]) / refit["predicted_loss"]}
+            for refit in forecast["without_smallest_budgets"]]
     return graded

@@ -89,3 +89,43 @@ def test_an_exact_floor_makes_the_pinned_law_the_point_forecast_and_grading_repo
     assert graded["relative_error"] == pytest.approx((actual - exact["predicted_loss"]) / exact["predicted_loss"])
     free = bound["predicted_loss"]
     assert graded["free_E_relative_error"] == pytest.approx((actual - free) / free)
+
+
+def test_refits_without_the_smallest_budgets_recover_the_law_a_bent_bottom_budget_hides():
+    """Noiseless runs of the example law, except that the smallest budget's runs sit 3% low (a regime where
+    loss falls faster): the full fit's forecast far past the sweep is off; the refits from the second budget
+    up (and the third, while two budgets remain) see only the law and predict it; the interval spans them."""
+    table = _table(noise=0.0)
+    runs = table.runs.copy()
+    smallest = runs["budget"] == runs["budget"].min()
+    runs.loc[smallest, "loss"] *= 0.97
+    report = fit_all(results_from_frame(runs, "bent"), approaches=("approach3",), holdout=0)
+    params, tokens = _far_run()
+    truth = EXAMPLE_LAW.loss(params, tokens)
+    forecast = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E)
+    refits = forecast["without_smallest_budgets"]
+    budgets = sorted(set(EXAMPLE_BUDGETS))
+    assert [r["min_budget"] for r in refits] == pytest.approx(budgets[1:-1])
+    assert [r["runs"] for r in refits] == [int((runs["budget"] >= b * (1 - 1e-9)).sum()) for b in budgets[1:-1]]
+    assert abs(forecast["predicted_loss"] - truth) / truth > 0.002
+    for refit in refits:
+        assert refit["predicted_loss"] == pytest.approx(truth, rel=1e-4)
+    low, high = forecast["interval"]
+    assert low <= truth <= high
+    graded = grade(forecast, truth)
+    assert [g["min_budget"] for g in graded["without_smallest_budgets"]] == [r["min_budget"] for r in refits]
+    assert graded["without_smallest_budgets"][0]["relative_error"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_report_prints_each_refit_and_its_graded_error():
+    from scaling.pipeline.report import forecast_lines
+
+    report = fit_all(_table(noise=0.005, seed=3), approaches=("approach3",), holdout=0)
+    params, tokens = _far_run()
+    forecast = {**forecast_run(report, params, tokens), "made_before_training": True}
+    actual = EXAMPLE_LAW.loss(params, tokens)
+    text = "\n".join(forecast_lines({"forecast": grade(forecast, actual)}, forecast, {}, None))
+    for refit in forecast["without_smallest_budgets"]:
+        budget, predicted = refit["min_budget"], refit["predicted_loss"]
+        assert f"fitted from budget {budget:.3g} up: {predicted:.4f}" in text
+        assert f"The law fitted from budget {budget:.3g} up: {100 * (actual - predicted) / predicted:+.2f}%." in text

@@ -62,15 +62,21 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
         "the union of"
         + (f" the {100 * forecast['bootstrap_level']:g}% bootstrap interval {boot[0]:.4f} to {boot[1]:.4f} and" if boot
            else "")
-        + f" the forecast with E pinned at {pinned['E']:.3f} ({pinned['source']}): {pinned['predicted_loss']:.4f}.",
+        + f" the forecast with E pinned at {pinned['E']:.3f} ({pinned['source']}): {pinned['predicted_loss']:.4f}"
+        + "".join(f", and the law fitted from budget {refit['min_budget']:.3g} up: {refit['predicted_loss']:.4f}"
+                  for refit in forecast.get("without_smallest_budgets") or [])
+        + ".",
         "",
     ]
     if graded.get("relative_error") is not None:
+        refits_graded = graded.get("without_smallest_budgets") or []
         lines += [
             f"Actual {graded['actual_loss']:.4f}: **{100 * graded['relative_error']:+.2f}%** against the forecast, "
             + ("inside" if graded["inside_interval"] else "outside") + " its interval."
             + (f" For scale, two seeds of one model at the top sweep budget differ by {100 * spread['median']:.2f}% "
-               f"(median over sizes; at most {100 * spread['max']:.2f}%)." if spread else ""),
+               f"(median over sizes; at most {100 * spread['max']:.2f}%)." if spread else "")
+            + "".join(f" The law fitted from budget {refit['min_budget']:.3g} up: "
+                      f"{100 * refit['relative_error']:+.2f}%." for refit in refits_graded),
             "",
         ]
     family = rec.get("family")
