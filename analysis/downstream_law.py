@@ -79,7 +79,7 @@ def _start(link: str, x: np.ndarray, y: np.ndarray, best: float) -> list[float]:
     if link == "constant":
         return [float(np.mean(y))]
     if link == "sigmoid":
-        y = logit(np.clip((y - 0.5) / max(best - 0.5, 1e-6), 0.02, 0.98))
+        y = logit(np.clip((y - 0.5) / (best - 0.5), 0.02, 0.98))  # best > 0.5: checked by the caller
     elif link == "log":  # a run at or below the floor (evaluation noise) counts as just above it
         y = np.log(np.maximum(y - best, 1e-3 * max(float(np.max(y - best)), 1e-9)))
     slope, intercept = np.polyfit(x, y, 1)
@@ -105,17 +105,17 @@ def _fit(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray, best: float
     return np.asarray(params, float)
 
 
-def _leave_one_out_error(link: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray, best: float,
-                         bounds: tuple[float, float]) -> float:
-    """Mean over runs of ((held-out metric - its prediction, clipped to `bounds`) / its sigma)^2, each run
-    left out in turn."""
+def _leave_one_out_error(link: str, metric: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray,
+                         best: float) -> float:
+    """Mean over runs of ((held-out metric - its prediction, clipped to the metric's range) / its sigma)^2,
+    each run left out in turn."""
     errors = []
     for i in range(len(y)):
         rest = np.arange(len(y)) != i
         if len(np.unique(x[rest])) < 2 and link != "constant":
             return np.inf
         params = _fit(link, x[rest], y[rest], sigma[rest], best)
-        predicted = np.clip(curve(link, best)(x[i], *params), *bounds)
+        predicted = np.clip(curve(link, best)(x[i], *params), *metric_range(metric, best))
         errors.append(((y[i] - predicted) / sigma[i]) ** 2)
     return float(np.mean(errors))
 
@@ -186,7 +186,7 @@ def fit_downstream_law(metric: str, x: np.ndarray, y: np.ndarray, ci: np.ndarray
     residual = float(np.std(y - _linear(x, *line), ddof=min(2, len(y) - 1))) or 1e-3
     sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, residual)
     candidates = (link,) if link else CANDIDATES[metric]
-    loo = {name: _leave_one_out_error(name, x, y, sigma, best, metric_range(metric, best)) for name in candidates}
+    loo = {name: _leave_one_out_error(name, metric, x, y, sigma, best) for name in candidates}
     chosen = min(candidates, key=lambda name: (loo[name], candidates.index(name)))
     params = _fit(chosen, x, y, sigma, best)
     rng = np.random.default_rng(seed)

@@ -125,6 +125,7 @@ def test_report_prints_each_refit_and_its_graded_error():
     forecast = {**forecast_run(report, params, tokens), "made_before_training": True}
     actual = EXAMPLE_LAW.loss(params, tokens)
     text = "\n".join(forecast_lines({"forecast": grade(forecast, actual)}, forecast, {}, None))
+    assert len(forecast["without_smallest_budgets"]) == len(EXAMPLE_BUDGETS) - 2
     for refit in forecast["without_smallest_budgets"]:
         budget, predicted = refit["min_budget"], refit["predicted_loss"]
         assert f"fitted from budget {budget:.3g} up: {predicted:.4f}" in text
