@@ -13,7 +13,8 @@ gives the forecast two kinds of uncertainty:
   loss falls faster with compute than further up (short runs, models mostly embedding), and a law that must
   pass through them bends too fast; a bootstrap over the same runs cannot see that either (measured:
   docs/fitting.md, "How far the forecast moves without the smallest budget").
-`interval` spans all three. The point forecast is the free-E law's, unless the pinned E is exact (the floor of
+`interval` spans all three. `window_mean` is the mean of the full law's forecast and every refit's: a
+forecast over windows of budgets, graded beside the point (pre-registered tests in docs/fitting.md). The point forecast is the free-E law's, unless the pinned E is exact (the floor of
 exactly what the run's loss scores, `pinned_E_exact`): then E is known, not fitted, and the pinned law's
 prediction is the forecast (`point_from` says which).
 A run that repeats a data cap of U unique tokens is forecast by the data-constrained law instead
@@ -137,6 +138,7 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
     without_smallest = forecast_without_smallest_budgets(report.table, params, tokens)
     ends = [point, pinned_point, *(boot or []), *(refit["predicted_loss"] for refit in without_smallest)]
     exact = bool(pinned_E_exact and pinned_E is not None)
+    window_points = [point, *(refit["predicted_loss"] for refit in without_smallest)]
     return {
         "approach": "approach3",
         "params": float(params),
@@ -153,6 +155,7 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
                      "exact": exact, "predicted_loss": pinned_point, "converged": pinned_fit.converged,
                      "law": {k: float(getattr(pinned_fit, k)) for k in LAW_SAMPLE_KEYS}},
         "without_smallest_budgets": without_smallest,
+        "window_mean": {"predicted_loss": float(np.mean(window_points)), "fits": len(window_points)},
         "fit_runs": report.table.n_runs,
         "fit_input_sha256": fit_input_sha256(report.table),
         "extrapolation_factor": float(report.table.flops_per_param_token * params * tokens
@@ -170,7 +173,8 @@ def grade(forecast: dict, actual: float | None) -> dict:
               "inside_interval": bool(low <= actual <= high)}
     for name, predicted in (("free_E", forecast.get("free_E_predicted_loss")),
                             ("pinned_E", (forecast.get("pinned_E") or {}).get("predicted_loss")),
-                            ("unconstrained", forecast.get("unconstrained_predicted_loss"))):
+                            ("unconstrained", forecast.get("unconstrained_predicted_loss")),
+                            ("window_mean", (forecast.get("window_mean") or {}).get("predicted_loss"))):
         if predicted is not None:
             graded[f"{name}_relative_error"] = (float(actual) - predicted) / predicted
     if forecast.get("without_smallest_budgets"):

@@ -115,6 +115,9 @@ def test_refits_without_the_smallest_budgets_recover_the_law_a_bent_bottom_budge
     graded = grade(forecast, truth)
     assert [g["min_budget"] for g in graded["without_smallest_budgets"]] == [r["min_budget"] for r in refits]
     assert graded["without_smallest_budgets"][0]["relative_error"] == pytest.approx(0.0, abs=1e-4)
+    by_hand = (forecast["free_E_predicted_loss"] + sum(r["predicted_loss"] for r in refits)) / (1 + len(refits))
+    assert forecast["window_mean"] == {"predicted_loss": pytest.approx(by_hand), "fits": 1 + len(refits)}
+    assert graded["window_mean_relative_error"] == pytest.approx((truth - by_hand) / by_hand)
 
 
 def test_report_prints_each_refit_and_its_graded_error():
@@ -130,3 +133,6 @@ def test_report_prints_each_refit_and_its_graded_error():
         budget, predicted = refit["min_budget"], refit["predicted_loss"]
         assert f"fitted from budget {budget:.3g} up: {predicted:.4f}" in text
         assert f"The law fitted from budget {budget:.3g} up: {100 * (actual - predicted) / predicted:+.2f}%." in text
+    mean = forecast["window_mean"]["predicted_loss"]
+    assert f"the mean of those {len(EXAMPLE_BUDGETS) - 1} forecasts (all budgets and each refit): {mean:.4f}" in text
+    assert f"The mean over budget windows: {100 * (actual - mean) / mean:+.2f}%." in text

@@ -65,6 +65,9 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
         + f" the forecast with E pinned at {pinned['E']:.3f} ({pinned['source']}): {pinned['predicted_loss']:.4f}"
         + "".join(f", and the law fitted from budget {refit['min_budget']:.3g} up: {refit['predicted_loss']:.4f}"
                   for refit in forecast.get("without_smallest_budgets") or [])
+        + ("" if not forecast.get("without_smallest_budgets") else
+           f"; the mean of those {forecast['window_mean']['fits']} forecasts (all budgets and each refit): "
+           f"{forecast['window_mean']['predicted_loss']:.4f}")
         + ".",
         "",
     ]
@@ -76,7 +79,9 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
             + (f" For scale, two seeds of one model at the top sweep budget differ by {100 * spread['median']:.2f}% "
                f"(median over sizes; at most {100 * spread['max']:.2f}%)." if spread else "")
             + "".join(f" The law fitted from budget {refit['min_budget']:.3g} up: "
-                      f"{100 * refit['relative_error']:+.2f}%." for refit in refits_graded),
+                      f"{100 * refit['relative_error']:+.2f}%." for refit in refits_graded)
+            + (f" The mean over budget windows: {100 * graded['window_mean_relative_error']:+.2f}%."
+               if refits_graded and "window_mean_relative_error" in graded else ""),
             "",
         ]
     family = rec.get("family")
