@@ -14,9 +14,10 @@ gives the forecast two kinds of uncertainty:
   pass through them bends too fast; a bootstrap over the same runs cannot see that either (measured:
   docs/fitting.md, "How far the forecast moves without the smallest budget").
 `interval` spans all three. `window_mean` is the mean of the full law's forecast and every refit's: a
-forecast over windows of budgets, graded beside the point (pre-registered tests in docs/fitting.md). The point forecast is the free-E law's, unless the pinned E is exact (the floor of
-exactly what the run's loss scores, `pinned_E_exact`): then E is known, not fitted, and the pinned law's
-prediction is the forecast (`point_from` says which).
+forecast over windows of budgets, graded beside the point (pre-registered tests in docs/fitting.md).
+The point forecast is the free-E law's, unless the pinned E is exact (the floor of exactly what the run's
+loss scores, `pinned_E_exact`): then E is known, not fitted, and the pinned law's prediction is the
+forecast (`point_from` says which).
 A run that repeats a data cap of U unique tokens is forecast by the data-constrained law instead
 (`forecast_capped_run`: its loss at (N, D, U), the interval of its bootstrap refits), with approach 3's
 fresh-data forecast at the same N and D beside it (`unconstrained_predicted_loss`: what ignoring the

@@ -1,6 +1,9 @@
 """Sweep grids: a TOML file that says which runs a scaling study trains, parsed and validated.
 
     name = "quickstart"
+    extends = "quickstart.toml"        # optional: start from that grid (path relative to this file); this
+                                       # file's keys replace its keys, table by table ([train].seq_len alone
+                                       # changes only seq_len); a base's choice of axis (widths, sizes) stays
     data = "runs/demo/tokens"          # token store (relative: to the current directory, else to this file)
     seed = 0                           # or: seeds = [0, 1, 2]  (every run replicated with each seed)
     [grid]
@@ -114,14 +117,39 @@ class Grid:
 
 
 def load_grid(path: str | Path, data: str | Path | None = None) -> Grid:
-    """Read and validate a grid file; `data` replaces the file's token store path."""
+    """Read and validate a grid file (and the grids it extends); `data` replaces the token store path."""
     path = Path(path)
-    raw = read_toml(path, "grid file")
+    raw = _read_extended(path, ())
     if data is not None:
         raw["data"] = str(Path(data).absolute())
+    return parse_grid(raw, source=str(path))
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The grid file's tables merged over those of the grid it `extends` (recursively); each file's relative
+    paths resolved against its own directory."""
+    raw = read_toml(path, "grid file")
     resolve_data_path(raw, path)
     resolve_data_path(raw, path, "hyperparameters")
-    return parse_grid(raw, source=str(path))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise InputError(f"{path}: extends = {base!r}; expected the path of another grid file")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain + (path.resolve(),):
+        raise InputError(f"{path}: extends = {base!r} leads back to {base_path.name}; grids cannot extend in a circle")
+    if not base_path.is_file():
+        raise InputError(f"{path}: extends = {base!r}: no grid file at {base_path}")
+    return _merged(_read_extended(base_path, chain + (path.resolve(),)), raw)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        both_tables = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both_tables else value
+    return merged
 
 
 def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:

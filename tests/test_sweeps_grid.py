@@ -416,3 +416,33 @@ def test_runs_start_longest_first_and_a_seeds_repeat_after_every_first_seed(tmp_
     # each repeat is the same config as a first seed, but for the seed
     first = {json.dumps({**r.config, "seed": None}, sort_keys=True) for r in order[:4]}
     assert {json.dumps({**r.config, "seed": None}, sort_keys=True) for r in order[4:]} == first
+
+
+def test_a_grid_that_extends_another_changes_only_the_keys_it_names(tmp_path, store, run_cli):
+    """A variant names only what differs: its keys replace the base's, table by table, through a chain of
+    two; relative paths resolve against the file that holds them; a missing base or a circle is one line."""
+    write_grid(tmp_path / "base.toml", store)
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "variants" / "long.toml").write_text(
+        'extends = "../base.toml"\nname = "long"\n[train]\nseq_len = 48\nbatch_size = 2\n')
+    (tmp_path / "variants" / "long_more.toml").write_text('extends = "long.toml"\n[grid]\nbudgets = [4e8]\n')
+    base = load_grid(tmp_path / "base.toml")
+    long, long_more = (load_grid(tmp_path / "variants" / f"{name}.toml") for name in ("long", "long_more"))
+    assert long.name == "long" and long_more.name == "long"
+    assert long.data == base.data == str(store)
+    assert long.train == {**base.train, "seq_len": 48, "batch_size": 2}
+    assert long.axes == base.axes and long.resources == base.resources and long.seed == base.seed == 1
+    assert long_more.train == long.train and long_more.axes.budgets == (4e8,)
+    assert long_more.axes.widths == base.axes.widths
+    # 2 x 48 tokens per step, as 4 x 24 in the base: the same runs in longer windows
+    assert [(r.budget, r.params, r.steps) for r in expand_grid(long).runs] == \
+        [(r.budget, r.params, r.steps) for r in expand_grid(base).runs]
+
+    (tmp_path / "orphan.toml").write_text('extends = "nowhere.toml"\nname = "orphan"\n')
+    code, out, err = run_cli("sweep", "plan", tmp_path / "orphan.toml")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "orphan.toml: extends = 'nowhere.toml': no grid file at" in err
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(InputError, match="grids cannot extend in a circle"):
+        load_grid(tmp_path / "a.toml")
