@@ -96,12 +96,17 @@ def test_final_run_trains_the_recommendation_and_reuses_it(tmp_path, run_cli):
     forecast = json.loads((out / "forecast.json").read_text())
     assert forecast["made_before_training"] is True
     assert (forecast["params"], forecast["tokens"]) == (n, d)
-    assert forecast["predicted_loss"] == pytest.approx(expected)
+    # the law's forecast at (N, D), and the point: the mean over budget windows when the sweep has refits
+    assert forecast["free_E_predicted_loss"] == pytest.approx(expected)
+    refits = [r["predicted_loss"] for r in forecast["without_smallest_budgets"]]
+    point = sum([expected, *refits]) / (1 + len(refits))
+    assert forecast["point_from"] == ("window_mean" if refits else "free_E")
+    assert forecast["predicted_loss"] == pytest.approx(point)
     assert forecast["fit_input_sha256"] == fit_input_sha256(load_results(results))
     low, high = forecast["interval"]
     assert low <= forecast["predicted_loss"] <= high and low <= forecast["pinned_E"]["predicted_loss"] <= high
     graded = prediction["forecast"]
-    assert graded["relative_error"] == pytest.approx((summary["val_loss"] - expected) / expected)
+    assert graded["relative_error"] == pytest.approx((summary["val_loss"] - point) / point)
     assert graded["inside_interval"] == (low <= summary["val_loss"] <= high)
     before = (out / "summary.json").read_bytes()
     registered = (out / "forecast.json").read_bytes()

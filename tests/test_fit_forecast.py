@@ -80,14 +80,14 @@ def test_an_exact_floor_makes_the_pinned_law_the_point_forecast_and_grading_repo
     params, tokens = _far_run()
     bound = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E)
     exact = forecast_run(report, params, tokens, pinned_E=EXAMPLE_LAW.E, pinned_E_exact=True)
-    assert bound["point_from"] == "free_E" and bound["predicted_loss"] == bound["free_E_predicted_loss"]
+    assert bound["point_from"] == "window_mean" and bound["predicted_loss"] == bound["window_mean"]["predicted_loss"]
     assert exact["point_from"] == "pinned_E" and exact["pinned_E"]["exact"]
     assert exact["predicted_loss"] == exact["pinned_E"]["predicted_loss"]
-    assert exact["free_E_predicted_loss"] == bound["predicted_loss"]
+    assert exact["free_E_predicted_loss"] == bound["free_E_predicted_loss"]
     actual = EXAMPLE_LAW.loss(params, tokens)
     graded = grade(exact, actual)
     assert graded["relative_error"] == pytest.approx((actual - exact["predicted_loss"]) / exact["predicted_loss"])
-    free = bound["predicted_loss"]
+    free = bound["free_E_predicted_loss"]
     assert graded["free_E_relative_error"] == pytest.approx((actual - free) / free)
 
 
@@ -107,7 +107,7 @@ def test_refits_without_the_smallest_budgets_recover_the_law_a_bent_bottom_budge
     budgets = sorted(set(EXAMPLE_BUDGETS))
     assert [r["min_budget"] for r in refits] == pytest.approx(budgets[1:-1])
     assert [r["runs"] for r in refits] == [int((runs["budget"] >= b * (1 - 1e-9)).sum()) for b in budgets[1:-1]]
-    assert abs(forecast["predicted_loss"] - truth) / truth > 0.002
+    assert abs(forecast["free_E_predicted_loss"] - truth) / truth > 0.002
     for refit in refits:
         assert refit["predicted_loss"] == pytest.approx(truth, rel=1e-4)
     low, high = forecast["interval"]
@@ -118,6 +118,9 @@ def test_refits_without_the_smallest_budgets_recover_the_law_a_bent_bottom_budge
     by_hand = (forecast["free_E_predicted_loss"] + sum(r["predicted_loss"] for r in refits)) / (1 + len(refits))
     assert forecast["window_mean"] == {"predicted_loss": pytest.approx(by_hand), "fits": 1 + len(refits)}
     assert graded["window_mean_relative_error"] == pytest.approx((truth - by_hand) / by_hand)
+    # the point forecast is the window mean: closer to the truth than the bent all-budget law
+    assert forecast["point_from"] == "window_mean" and forecast["predicted_loss"] == pytest.approx(by_hand)
+    assert abs(by_hand - truth) < abs(forecast["free_E_predicted_loss"] - truth)
 
 
 def test_report_prints_each_refit_and_its_graded_error():
@@ -136,3 +139,6 @@ def test_report_prints_each_refit_and_its_graded_error():
     mean = forecast["window_mean"]["predicted_loss"]
     assert f"the mean of those {len(EXAMPLE_BUDGETS) - 1} forecasts (all budgets and each refit): {mean:.4f}" in text
     assert f"The mean over budget windows: {100 * (actual - mean) / mean:+.2f}%." in text
+    free = forecast["free_E_predicted_loss"]
+    assert f"loss {mean:.4f} (the mean of the law fitted on all budgets, {free:.4f}, and its refits" in text
+    assert f"The law fitted on all budgets: {100 * (actual - free) / free:+.2f}%." in text

@@ -56,7 +56,9 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
         "Pre-registered forecast (`final/forecast.json`, written before training"
         + ("" if forecast.get("made_before_training") else "; NOTE: this one was made after training had started")
         + f", fit input sha256 {forecast['fit_input_sha256'][:12]}): loss {forecast['predicted_loss']:.4f} "
-        "at the run's "
+        + (f"(the mean of the law fitted on all budgets, {forecast['free_E_predicted_loss']:.4f}, and its refits "
+           "without the smallest budgets) " if forecast.get("point_from") == "window_mean" else "")
+        + "at the run's "
         f"N = {forecast['params']:,.0f} and D = {forecast['tokens']:,.0f}, "
         f"{forecast['extrapolation_factor']:.0f}x the largest sweep run's compute; interval {low:.4f} to {high:.4f}, "
         "the union of"
@@ -81,7 +83,9 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
             + "".join(f" The law fitted from budget {refit['min_budget']:.3g} up: "
                       f"{100 * refit['relative_error']:+.2f}%." for refit in refits_graded)
             + (f" The mean over budget windows: {100 * graded['window_mean_relative_error']:+.2f}%."
-               if refits_graded and "window_mean_relative_error" in graded else ""),
+               if refits_graded and "window_mean_relative_error" in graded else "")
+            + (f" The law fitted on all budgets: {100 * graded['free_E_relative_error']:+.2f}%."
+               if forecast.get("point_from") == "window_mean" else ""),
             "",
         ]
     family = rec.get("family")
