@@ -273,6 +273,9 @@ def test_final_run_takes_lr_and_batch_size_from_a_side_sweeps_laws(tmp_path, run
     code, _, err = run_cli("final", results, "--compute", SMALL_BUDGET, "--data", store, "--out", tmp_path / "final",
                            "--bootstrap", "10", "--hyperparameters", tmp_path / "hp.csv")
     assert code == 0, err
+    # the command's last line gives the forecast registered before training, not the law's value at (N, D)
+    graded = json.loads((tmp_path / "final" / "prediction.json").read_text())["forecast"]
+    assert f"predicted {graded['predicted_loss']:.4f}, actual {graded['actual_loss']:.4f}" in err
     saved = json.loads((tmp_path / "final" / "recommendation.json").read_text())
     settings, config = saved["recommendation"]["hyperparameters"], saved["config"]["train"]
     compute = float(SMALL_BUDGET)

@@ -81,7 +81,9 @@ def final(
     if json_output:
         print_json(prediction)
     else:
-        predicted, actual, error = (prediction[k] for k in ("predicted_loss", "actual_loss", "relative_error"))
+        # the forecast registered before training when there is one, else the law's prediction at (N, D)
+        graded = prediction.get("forecast") or prediction
+        predicted, actual, error = (graded.get(k) for k in ("predicted_loss", "actual_loss", "relative_error"))
         console.print(("predicted none" if predicted is None else f"predicted {predicted:.4f}")
                       + ("" if actual is None else f", actual {actual:.4f}")
                       + ("" if error is None else f" ({100 * error:+.1f}%)") + f" -> {out}")

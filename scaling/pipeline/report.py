@@ -166,7 +166,7 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
     lines += [
         "## The final run",
         "",
-        f"Predicted validation loss {prediction['predicted_loss']:.4f}"
+        f"The fitted law's validation loss at the run's N and D: {prediction['predicted_loss']:.4f}"
         + (f" (interval {prediction['predicted_loss_ci'][0]:.4f} to {prediction['predicted_loss_ci'][1]:.4f})"
            if prediction.get("predicted_loss_ci") else "")
         + f"; actual {prediction['actual_loss']:.4f}"
