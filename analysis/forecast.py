@@ -139,9 +139,10 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
     pinned_fit = fit_parametric_loss_table(report.table, fixed_E=E, warm_start=law if E > 0 else None)
     pinned_point = float(pinned_fit.predict(params, tokens))
     without_smallest = forecast_without_smallest_budgets(report.table, params, tokens)
-    ends = [point, pinned_point, *(boot or []), *(refit["predicted_loss"] for refit in without_smallest)]
+    refit_points = [refit["predicted_loss"] for refit in without_smallest]
+    ends = [point, pinned_point, *(boot or []), *refit_points]
     exact = bool(pinned_E_exact and pinned_E is not None)
-    window_mean = float(np.mean([point, *(refit["predicted_loss"] for refit in without_smallest)]))
+    window_mean = float(np.mean([point, *refit_points]))
     point_from = "pinned_E" if exact else "window_mean" if without_smallest else "free_E"
     return {
         "approach": "approach3",
@@ -159,7 +160,7 @@ def forecast_run(report: FitReport, params: float, tokens: float, pinned_E: floa
                      "exact": exact, "predicted_loss": pinned_point, "converged": pinned_fit.converged,
                      "law": {k: float(getattr(pinned_fit, k)) for k in LAW_SAMPLE_KEYS}},
         "without_smallest_budgets": without_smallest,
-        "window_mean": {"predicted_loss": window_mean, "fits": 1 + len(without_smallest)},
+        "window_mean": {"predicted_loss": window_mean, "fits": 1 + len(refit_points)},
         "fit_runs": report.table.n_runs,
         "fit_input_sha256": fit_input_sha256(report.table),
         "extrapolation_factor": float(report.table.flops_per_param_token * params * tokens

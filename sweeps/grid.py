@@ -136,12 +136,12 @@ def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         return raw
     if not isinstance(base, str) or not base:
         raise InputError(f"{path}: extends = {base!r}; expected the path of another grid file")
-    base_path = (path.parent / base).resolve()
-    if base_path in chain + (path.resolve(),):
+    base_path, chain = (path.parent / base).resolve(), chain + (path.resolve(),)
+    if base_path in chain:
         raise InputError(f"{path}: extends = {base!r} leads back to {base_path.name}; grids cannot extend in a circle")
     if not base_path.is_file():
         raise InputError(f"{path}: extends = {base!r}: no grid file at {base_path}")
-    return _merged(_read_extended(base_path, chain + (path.resolve(),)), raw)
+    return _merged(_read_extended(base_path, chain), raw)
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
