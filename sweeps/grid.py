@@ -120,20 +120,26 @@ def load_grid(path: str | Path, data: str | Path | None = None) -> Grid:
     """Read and validate a grid file (and the grids it extends); `data` replaces the token store path."""
     path = Path(path)
     raw = _read_extended(path, ())
+    bases = raw.pop(_BASES)
     if data is not None:
         raw["data"] = str(Path(data).absolute())
-    return parse_grid(raw, source=str(path))
+    # an error in a key the grid inherits names the files it may come from
+    source = str(path) + (f" (extends {' -> '.join(str(b) for b in bases)})" if bases else "")
+    return parse_grid(raw, source=source)
+
+
+_BASES = "__bases__"  # the files a grid extends, nearest first, while they are merged
 
 
 def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     """The grid file's tables merged over those of the grid it `extends` (recursively); each file's relative
-    paths resolved against its own directory."""
+    paths resolved against its own directory. The files extended are listed under _BASES."""
     raw = read_toml(path, "grid file")
     resolve_data_path(raw, path)
     resolve_data_path(raw, path, "hyperparameters")
     base = raw.pop("extends", None)
     if base is None:
-        return raw
+        return {**raw, _BASES: []}
     if not isinstance(base, str) or not base:
         raise InputError(f"{path}: extends = {base!r}; expected the path of another grid file")
     base_path, chain = (path.parent / base).resolve(), chain + (path.resolve(),)
@@ -141,7 +147,8 @@ def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise InputError(f"{path}: extends = {base!r} leads back to {base_path.name}; grids cannot extend in a circle")
     if not base_path.is_file():
         raise InputError(f"{path}: extends = {base!r}: no grid file at {base_path}")
-    return _merged(_read_extended(base_path, chain), raw)
+    inherited = _read_extended(base_path, chain)
+    return {**_merged(inherited, raw), _BASES: [path.parent / base, *inherited[_BASES]]}
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -96,8 +96,9 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     prediction = json.loads((root / "final" / "prediction.json").read_text())
     assert f"actual {prediction['actual_loss']:.4f}" in report
     forecast = json.loads((root / "final" / "forecast.json").read_text())
-    how = (f"(the mean of the law fitted on all budgets, {forecast['free_E_predicted_loss']:.4f}, and its refits "
-           "without the smallest budgets) " if forecast["point_from"] == "window_mean" else "")
+    how = (f"(the mean of the law fitted on all budgets, {forecast['free_E_predicted_loss']:.4f}, and its "
+           f"{forecast['window_mean']['fits'] - 1} refits without the smallest budgets) "
+           if forecast["point_from"] == "window_mean" else "")
     assert forecast["made_before_training"] and f"loss {forecast['predicted_loss']:.4f} {how}at the run's" in report
     assert "Leave-future-out" in report and "Shape family" in report
     # the finite-data section: the final run under the cap repeats its subset, graded against both laws
@@ -120,3 +121,34 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     assert second["prediction"] == first["prediction"]
     assert second["finite_prediction"] == first["finite_prediction"]
     assert all(p.read_bytes() == content for p, content in before.items())
+
+
+def test_report_reads_the_verdicts_against_the_true_risk():
+    """The report's true-risk table and verdicts come from each task's auroc_true_risk and its own paired
+    differences (versus_baselines_true_risk), not from the label AUROC's."""
+    from scaling.pipeline.report import against_best_baseline, true_risk_lines
+
+    def block(auroc, true_risk):
+        return {"auroc": auroc, "auroc_true_risk": true_risk, "ci": {"auroc_true_risk": [true_risk - 0.01,
+                                                                                            true_risk + 0.01]}}
+
+    def versus(verdict):
+        return {"metric": "auroc_true_risk", "difference": 0.0, "ci": [-0.01, 0.01], "verdict": verdict}
+
+    task = {"name": "death_1y", "kind": "binary", "model": block(0.70, 0.80), "model_probability": block(0.72, 0.84),
+            "baselines": {"logistic": block(0.75, 0.83), "gbdt": block(0.78, 0.82)}, "oracle": block(0.79, 0.86),
+            # on the labels the model is behind LightGBM (the better baseline there); on the true risk logistic
+            # regression is the better baseline, and the model level with it, its probabilities ahead
+            "versus_baselines": {"model": {"gbdt": {**versus("behind"), "metric": "auroc"}}},
+            "versus_baselines_true_risk": {"model": {"logistic": versus("level"), "gbdt": versus("behind")},
+                                           "model_probability": {"logistic": versus("ahead")}}}
+    assert against_best_baseline(task) == "behind"
+    assert against_best_baseline(task, true_risk=True) == "level with"
+    assert against_best_baseline(task, "model_probability", true_risk=True) == "ahead of"
+    lines = true_risk_lines([task, {"name": "stay", "kind": "duration", "model": {"mae": 2.0}}], 32,
+                            lambda verdicts: ",".join(verdicts))
+    assert "| death_1y | 0.800 [0.790, 0.810] | 0.840 [0.830, 0.850] | 0.830 [0.820, 0.840] | " \
+           "0.820 [0.810, 0.830] | 0.860 [0.850, 0.870] |" in lines
+    assert lines[-2] == ("On it, the final model's fraction of futures is level with; with its own probabilities, "
+                         "ahead of.")
+    assert true_risk_lines([{"name": "stay", "kind": "duration", "model": {"mae": 2.0}}], 32, str) == []

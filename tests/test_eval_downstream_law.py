@@ -214,3 +214,36 @@ def test_forecast_is_bounded_by_the_oracle_of_the_evaluations(tmp_path):
     unbounded = downstream_forecast([{**r, "tasks": [{**t, "oracle": None} for t in r["tasks"]]} for r in reports],
                                     target, n_bootstrap=50)["tasks"][1]
     assert unbounded["oracle"] is None and unbounded["estimators"]["model"]["from_forecast_loss"]["value"] < 2.5
+
+
+def test_a_binary_task_scored_against_the_true_risk_gets_its_own_law(tmp_path):
+    """Evaluations with an oracle carry each binary task's AUROC against the true risk: the forecast fits it as
+    a second entry (the same task, metric auroc_true_risk), on its own values, bounded by the oracle's, and
+    grades it against the target's."""
+    losses, flops = [2.0, 1.9, 1.8, 1.75], [1e11, 3e11, 1e12, 2e12]
+    reports = [report(tmp_path / f"sweep{i}", x, c, 0.6, 10.0, oracle=(0.8, 2.5))
+               for i, (x, c) in enumerate(zip(losses, flops))]
+    for r, x in zip(reports, losses):  # the true-risk AUROC on a line in loss: 0.62 at L = 2.0, 0.68 at 1.8
+        value = 0.62 + 0.3 * (2.0 - x)
+        death = r["tasks"][0]
+        death["model"] = {**death["model"], "auroc_true_risk": value,
+                          "ci": {**death["model"]["ci"], "auroc_true_risk": [value - 0.01, value + 0.01]}}
+        death["oracle"] = {**death["oracle"], "auroc_true_risk": 0.85}
+    target = {"run_dir": str(tmp_path / "final"), "forecast_loss": 1.7, "flops": 3e13}
+    forecast = downstream_forecast(reports, target, n_bootstrap=50)
+    assert [(t["name"], t["metric"]) for t in forecast["tasks"]] == [
+        ("death", "auroc"), ("death", "auroc_true_risk"), ("stay", "mae")]
+    true_risk = forecast["tasks"][1]
+    assert true_risk["oracle"] == 0.85
+    block = true_risk["estimators"]["model"]
+    assert block["law_vs_loss"]["link"] == "linear" and block["law_vs_loss"]["best"] == 0.85
+    assert block["from_forecast_loss"]["value"] == pytest.approx(0.62 + 0.3 * 0.3, abs=1e-6)
+    # the plain AUROC, flat at 0.6 in every run, keeps its own law
+    assert forecast["tasks"][0]["estimators"]["model"]["from_forecast_loss"]["value"] == pytest.approx(0.6)
+    final = report(tmp_path / "final", 1.7, 3e13, 0.6, 10.0, oracle=(0.8, 2.5))
+    final["tasks"][0]["model"]["auroc_true_risk"] = 0.70
+    graded = grade_downstream(forecast, final)["tasks"][1]["estimators"]["model"]
+    assert graded["actual"] == 0.70 and graded["from_forecast_loss"]["error"] == pytest.approx(0.70 - 0.71, abs=1e-6)
+    # one report without it (an evaluation without an oracle): no true-risk entry at all
+    reports[0]["tasks"][0]["model"].pop("auroc_true_risk")
+    assert [t["metric"] for t in downstream_forecast(reports, target, n_bootstrap=20)["tasks"]] == ["auroc", "mae"]

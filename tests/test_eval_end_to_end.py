@@ -69,6 +69,15 @@ def test_evaluate_reports_model_baselines_and_oracle(run, run_cli):
         assert all(("probability" in p) == has_probability for p in task["by_samples"])
         if task["kind"] == "binary" and task["model"]["auroc"] is None:
             assert any("too few positives" in w for w in task["warnings"])
+        if task["kind"] == "binary" and task["model"]["auroc"] is not None:
+            # scored against the oracle's probabilities, whose own ranking no estimator can beat
+            ceiling = task["oracle"]["auroc_true_risk"]
+            others = [task["model"], task["model_probability"], *task["baselines"].values()]
+            assert all(b["auroc_true_risk"] <= ceiling + 1e-12 for b in others)
+            assert "auroc_true_risk" in task["by_samples"][-1]
+            assert task["versus_baselines_true_risk"]["oracle"]["logistic"]["metric"] == "auroc_true_risk"
+        if task["kind"] != "binary":
+            assert "auroc_true_risk" not in (task["model"] or {}) and "versus_baselines_true_risk" not in task
     assert (out / "evaluation.json").is_file() and (out / "metric_vs_samples.png").is_file()
     predictions = pq.read_table(out / "predictions.parquet")
     assert set(predictions.column_names) >= {"task", "subject_id", "prediction_time", "label", "model",
@@ -87,6 +96,22 @@ def test_evaluate_reports_model_baselines_and_oracle(run, run_cli):
             assert table["boolean_value"].to_pylist() == [v == 1.0 for v in rows["label"].to_pylist()]
             np.testing.assert_allclose(table["predicted_boolean_probability"], rows[estimator], rtol=1e-6)
     assert not (out / "meds_predictions" / "ed_visits_1y").exists()  # a count task has no such schema
+    # a saved evaluation rescored from its predictions.parquet gets the true-risk metrics the evaluation wrote
+    from scaling.bench.true_risk_rescore import rescore
+
+    stripped = json.loads(stdout)
+    for task in stripped["tasks"]:
+        task.pop("versus_baselines_true_risk", None)
+        for block in [task["model"], task["model_probability"], task["oracle"], *task["baselines"].values()]:
+            if block:
+                block.pop("auroc_true_risk", None)
+                block["ci"].pop("auroc_true_risk", None)
+    rescored = rescore(stripped, predictions)
+    for task, written in zip(rescored["tasks"], report["tasks"]):
+        for name in ("model", "model_probability", "oracle"):
+            value = (written[name] or {}).get("auroc_true_risk")
+            assert (task[name] or {}).get("auroc_true_risk") == (None if value is None else pytest.approx(value))
+        assert task.get("versus_baselines_true_risk") == written.get("versus_baselines_true_risk")
     code, _, stderr = run_cli("evaluate", run_dir, "--out", out)
     assert code == 2 and "already exists" in stderr
 

@@ -11,6 +11,7 @@ from scaling.evaluate.metrics import (
     paired_difference,
     point_metrics,
     task_metrics,
+    true_risk_auroc,
 )
 
 
@@ -97,3 +98,47 @@ def test_paired_difference_by_hand(binary):
     few = y.copy()
     few[np.flatnonzero(few)[3:]] = 0
     assert paired_difference("binary", few, p, noise, resamples) is None  # no AUROC over three positives
+
+
+def test_true_risk_auroc_by_pair_count():
+    # every ordered pair i != j weighted by p_i (1 - p_j): the chance that i is a positive and j a negative
+    p = np.array([0.9, 0.2, 0.5, 0.05, np.nan])  # the last row has no known risk: left out
+    s = np.array([0.7, 0.7, 0.1, 0.3, 0.99])
+    right = total = 0.0
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                weight = p[i] * (1 - p[j])
+                total += weight
+                right += weight * (1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0)
+    assert true_risk_auroc(p, s) == pytest.approx(right / total)
+    assert true_risk_auroc(np.zeros(5), s) is None  # no positive can be drawn: no pair has weight
+
+
+def test_true_risk_auroc_is_the_expected_auroc_over_the_labels_draw_and_the_risk_ranks_best():
+    rng = np.random.default_rng(11)
+    p = rng.beta(0.5, 6.0, 600)  # a rare outcome, as the demo's
+    scores = np.clip(p + rng.normal(0, 0.05, 600), 0, 1)
+    draws = [roc_auc_score(y, scores) for y in (rng.random((2000, 600)) < p).astype(float)]
+    assert true_risk_auroc(p, scores) == pytest.approx(np.mean(draws), abs=0.003)
+    # the labels' coin flips move the label AUROC by several hundredths; the true-risk AUROC does not see them
+    assert np.std(draws) > 0.01
+    # no estimate ranks better than the risk itself (for each pair, it weights the likelier order)
+    for noise in (0.01, 0.05, 0.2):
+        other = np.clip(p + rng.normal(0, noise, 600), 0, 1)
+        assert true_risk_auroc(p, other) < true_risk_auroc(p, p)
+
+
+def test_true_risk_metrics_and_their_paired_difference(binary):
+    y, p = binary
+    resamples = bootstrap_indices(len(y), 200, seed=2)
+    noise = np.random.default_rng(4).random(len(y))
+    m = task_metrics("binary", y, noise, resamples, true_risk=p)
+    assert m["auroc_true_risk"] == pytest.approx(true_risk_auroc(p, noise))
+    lo, hi = m["ci"]["auroc_true_risk"]
+    assert lo <= m["auroc_true_risk"] <= hi
+    assert "auroc_true_risk" not in task_metrics("binary", y, noise, resamples)  # no risk, no such metric
+    better = paired_difference("binary", y, p, noise, resamples, true_risk=p)
+    assert better["metric"] == "auroc_true_risk"
+    assert better["difference"] == pytest.approx(true_risk_auroc(p, p) - true_risk_auroc(p, noise))
+    assert better["verdict"] == "ahead" and better["ci"][0] > 0

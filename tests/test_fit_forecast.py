@@ -136,9 +136,17 @@ def test_report_prints_each_refit_and_its_graded_error():
         budget, predicted = refit["min_budget"], refit["predicted_loss"]
         assert f"fitted from budget {budget:.3g} up: {predicted:.4f}" in text
         assert f"The law fitted from budget {budget:.3g} up: {100 * (actual - predicted) / predicted:+.2f}%." in text
+    # the mean is the point: the headline names it and its error, once
     mean = forecast["window_mean"]["predicted_loss"]
-    assert f"the mean of those {len(EXAMPLE_BUDGETS) - 1} forecasts (all budgets and each refit): {mean:.4f}" in text
-    assert f"The mean over budget windows: {100 * (actual - mean) / mean:+.2f}%." in text
+    assert forecast["point_from"] == "window_mean"
     free = forecast["free_E_predicted_loss"]
-    assert f"loss {mean:.4f} (the mean of the law fitted on all budgets, {free:.4f}, and its refits" in text
+    refits = len(EXAMPLE_BUDGETS) - 2
+    assert f"loss {mean:.4f} (the mean of the law fitted on all budgets, {free:.4f}, and its {refits} refits" in text
+    assert f"**{100 * (actual - mean) / mean:+.2f}%** against the forecast" in text
+    assert "the mean of those" not in text and "The mean over budget windows" not in text
     assert f"The law fitted on all budgets: {100 * (actual - free) / free:+.2f}%." in text
+    # where the point is the law's own (E pinned exactly), the mean is named beside it, with its error
+    pinned = {**forecast, "point_from": "pinned_E", "predicted_loss": free}
+    text = "\n".join(forecast_lines({"forecast": grade(pinned, actual)}, pinned, {}, None))
+    assert f"the mean of those {refits + 1} forecasts (all budgets and each refit): {mean:.4f}" in text
+    assert f"The mean over budget windows: {100 * (actual - mean) / mean:+.2f}%." in text

@@ -446,3 +446,9 @@ def test_a_grid_that_extends_another_changes_only_the_keys_it_names(tmp_path, st
     (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
     with pytest.raises(InputError, match="grids cannot extend in a circle"):
         load_grid(tmp_path / "a.toml")
+    # a bad key the variant inherits: the error names the files of the chain it may come from
+    (tmp_path / "bad_base.toml").write_text((tmp_path / "base.toml").read_text().replace("[train]",
+                                                                                         "[train]\nwarmup = 3"))
+    (tmp_path / "variants" / "bad.toml").write_text('extends = "../bad_base.toml"\nname = "bad"\n')
+    with pytest.raises(InputError, match=r"bad\.toml \(extends .*bad_base\.toml\): .*warmup"):
+        load_grid(tmp_path / "variants" / "bad.toml")

@@ -162,13 +162,16 @@ def print_report(report: dict, console) -> None:
                   "were cut to the context", highlight=False)
     for task in report["tasks"]:
         metrics = ["auroc", "auprc", "brier", "calibration_error"] if task["kind"] == "binary" else ["mae", "bias"]
+        if "auroc_true_risk" in (task.get("model") or {}):
+            metrics.append("auroc_true_risk")
         prevalence = "" if task["prevalence"] is None else f", prevalence {task['prevalence']:.3f}"
         table = Table(title=f"{task['name']} ({task['kind']}, n={task['n']}{prevalence}, "
                             f"mean label {_number(task['mean_label'])})", title_justify="left")
         table.add_column("estimator")
         for metric in metrics:
             table.add_column(metric, justify="right")
-        rows = [("model", task.get("model"))] + list((task.get("baselines") or {}).items())
+        rows = [("model", task.get("model")), ("model_probability", task.get("model_probability")),
+                *(task.get("baselines") or {}).items()]
         rows.append(("oracle", task.get("oracle")))
         for name, block in rows:
             if block is None:

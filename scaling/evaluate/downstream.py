@@ -5,7 +5,8 @@ and graded once it is (the two-step prediction of analysis.downstream_law).
     graded = grade_downstream(forecast, final_report)                        # after
 
 For each task and each estimator (the futures' drawn outcomes, "model", and the model's own probabilities,
-"model_probability"), the primary metric (AUROC, or MAE for counts and durations) of every sweep run is
+"model_probability"), the primary metric (AUROC, or MAE for counts and durations; for a binary task with an
+oracle also its AUROC against the true risk, a second entry in "tasks") of every sweep run is
 fitted against its validation loss and against log10 of its compute, bounded by the oracle's metric where
 the evaluation has one (no model's AUROC can expect to pass it, no model's MAE to fall below it). The
 target run's metric is predicted three ways: from its pre-registered forecast loss (the two-step
@@ -73,13 +74,22 @@ def target_of(run_dir: str | Path) -> dict:
             "forecast_sha256": forecast.get("fit_input_sha256")}
 
 
-def _primary(task: dict, estimator: str) -> tuple[float | None, list[float] | None]:
+def _metric(task: dict, estimator: str, metric: str) -> tuple[float | None, list[float] | None]:
     block = task.get(estimator) or {}
-    metric = PRIMARY_METRIC[task["kind"]]
     return block.get(metric), (block.get("ci") or {}).get(metric)
 
 
-def _points(reports: list[dict], name: str, estimator: str) -> tuple[np.ndarray, ...]:
+def task_metrics_to_fit(reports: list[dict], task: dict) -> list[str]:
+    """The primary metric, and for a binary task scored against its true risk (a synthetic cohort's oracle) in
+    every report, auroc_true_risk: the same ranking without the labels' coin flips."""
+    metrics = [PRIMARY_METRIC[task["kind"]]]
+    scored = [t for r in reports for t in r["tasks"] if t["name"] == task["name"]]
+    if task["kind"] == "binary" and scored and all("auroc_true_risk" in (t.get("model") or {}) for t in scored):
+        metrics.append("auroc_true_risk")
+    return metrics
+
+
+def _points(reports: list[dict], name: str, estimator: str, metric: str) -> tuple[np.ndarray, ...]:
     """(val loss, log10 compute, metric, interval (n, 2)) of the runs that scored `name` with `estimator`."""
     rows = []
     for report in reports:
@@ -87,7 +97,7 @@ def _points(reports: list[dict], name: str, estimator: str) -> tuple[np.ndarray,
         run = report["run"]
         if task is None or run.get("val_loss") is None or not run.get("flops"):
             continue
-        value, ci = _primary(task, estimator)
+        value, ci = _metric(task, estimator, metric)
         if value is not None:
             rows.append((run["val_loss"], math.log10(run["flops"]), value, *(ci or (np.nan, np.nan))))
     table = np.array(rows, float).reshape(-1, 5)
@@ -125,18 +135,18 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
     for report in reports[1:]:
         require_settings(report, settings, "the sweep's first evaluation")
     tasks = []
-    for task in reports[0]["tasks"]:
-        metric = PRIMARY_METRIC[task["kind"]]
+    for task, metric in ((t, m) for t in reports[0]["tasks"] for m in task_metrics_to_fit(reports, t)):
+        law_metric = "auroc" if metric.startswith("auroc") else "mae"  # the curves and bounds of its kind
         best = oracle_value(reports, task["name"], metric)
-        if metric == "auroc" and best is not None and best <= 0.5:
+        if law_metric == "auroc" and best is not None and best <= 0.5:
             best = None  # an oracle at chance bounds nothing a law could fit
         estimators = {}
         for estimator in ESTIMATORS:
             if not any(t.get(estimator) for r in reports for t in r["tasks"] if t["name"] == task["name"]):
                 continue  # the task has no such estimator (a duration has no probabilities)
-            loss, log_compute, value, ci = _points(reports, task["name"], estimator)
+            loss, log_compute, value, ci = _points(reports, task["name"], estimator, metric)
             try:
-                vs_loss = fit_downstream_law(metric, loss, value, ci, n_bootstrap, best=best)
+                vs_loss = fit_downstream_law(law_metric, loss, value, ci, n_bootstrap, best=best)
             except NotEnoughData as error:
                 reason = (f"{metric} scored on {len(value)} of {len(reports)} runs; a law needs 3" if len(value) < 3
                           else str(error))
@@ -150,7 +160,7 @@ def downstream_forecast(reports: list[dict], target: dict, n_bootstrap: int = 50
                 "from_forecast_loss": vs_loss.predict(target["forecast_loss"]),
             }
             try:  # runs of one budget have one compute: no law against it, the law against loss stands
-                vs_compute = fit_downstream_law(metric, log_compute, value, ci, n_bootstrap, best=best)
+                vs_compute = fit_downstream_law(law_metric, log_compute, value, ci, n_bootstrap, best=best)
                 block.update(law_vs_compute=vs_compute.to_json(),
                              from_compute=vs_compute.predict(math.log10(target["flops"])))
             except NotEnoughData as error:
@@ -173,7 +183,7 @@ def grade_downstream(forecast: dict, report: dict) -> dict:
         actual_task = next((t for t in report["tasks"] if t["name"] == task["name"]), None)
         estimators = {}
         for estimator, block in task["estimators"].items():
-            value, ci = _primary(actual_task, estimator) if actual_task else (None, None)
+            value, ci = _metric(actual_task, estimator, task["metric"]) if actual_task else (None, None)
             block = {**block, "actual": value, "actual_ci": ci}
             if "law_vs_loss" in block and actual_loss is not None:
                 law = DownstreamLaw.from_json(block["law_vs_loss"])

@@ -239,8 +239,11 @@ class Evaluation:
                           oracle=None, versus_baselines={}, by_samples=[])
             return report
 
+        # a binary task's true risk, where the oracle gives it: every estimator is also scored against it
+        risk = ts.oracle if task.kind == "binary" and ts.oracle is not None else None
+
         def score(estimate: np.ndarray) -> dict:
-            return task_metrics(task.kind, y, estimate, ts.resamples, s.min_positives)
+            return task_metrics(task.kind, y, estimate, ts.resamples, s.min_positives, risk)
 
         model = estimate_from_samples(task, values)
         model_probability = estimate_from_probabilities(task, probability) if probability is not None else None
@@ -256,21 +259,25 @@ class Evaluation:
             else:
                 report["baselines"][name] = score(predictions)
         report["oracle"] = self._oracle_report(ts) if ts.oracle is not None else None
-        report["versus_baselines"] = self._versus_baselines(
-            ts, {"model": model, "model_probability": model_probability, "oracle": ts.oracle})
+        estimators = {"model": model, "model_probability": model_probability, "oracle": ts.oracle}
+        report["versus_baselines"] = self._versus_baselines(ts, estimators)
+        if risk is not None:
+            report["versus_baselines_true_risk"] = self._versus_baselines(ts, estimators, risk)
         ranking = can_rank(task.kind, y, s.min_positives)
         report["by_samples"] = [
-            {"samples": k, **point_metrics(task.kind, y, estimate_from_samples(task, values[:, :k]), ranking),
+            {"samples": k, **point_metrics(task.kind, y, estimate_from_samples(task, values[:, :k]), ranking, risk),
              **({"probability": point_metrics(task.kind, y, estimate_from_probabilities(task, probability[:, :k]),
-                                              ranking)}
+                                              ranking, risk)}
                 if probability is not None else {})}
             for k in samples_ladder(values.shape[1])
         ]
         return report
 
-    def _versus_baselines(self, ts: TaskSet, estimators: dict[str, np.ndarray | None]) -> dict:
-        """{estimator: {baseline: paired difference}} on the primary metric (metrics.paired_difference). The
-        oracle is compared on the histories the generator replayed, with resamples of those rows."""
+    def _versus_baselines(self, ts: TaskSet, estimators: dict[str, np.ndarray | None],
+                          true_risk: np.ndarray | None = None) -> dict:
+        """{estimator: {baseline: paired difference}} on the primary metric (metrics.paired_difference), or with
+        `true_risk` on auroc_true_risk. The oracle is compared on the histories the generator replayed, with
+        resamples of those rows."""
         s = self.settings
         out = {}
         for name, estimate in estimators.items():
@@ -280,21 +287,27 @@ class Evaluation:
             if np.isnan(estimate).any():
                 rows = np.flatnonzero(~np.isnan(estimate))
                 resamples = bootstrap_indices(len(rows), s.bootstrap, s.seed)
+            risk = None if true_risk is None else true_risk[rows]
             out[name] = {
                 baseline: paired_difference(ts.task.kind, ts.labels[rows], estimate[rows], predictions[rows],
-                                            resamples, s.min_positives)
+                                            resamples, s.min_positives, risk)
                 for baseline, predictions in ts.baselines.items()
                 if predictions is not None and not isinstance(predictions, str)}
         return out
 
     def _oracle_report(self, ts: TaskSet) -> dict:
+        """The oracle's metrics; for a binary task its auroc_true_risk (the true risk ranking itself) is the
+        highest any estimate can reach on these patients."""
+        risk = ts.oracle if ts.task.kind == "binary" else None
         replayed = np.flatnonzero(~np.isnan(ts.oracle))
         if len(replayed) == len(ts.oracle):
-            return {**task_metrics(ts.task.kind, ts.labels, ts.oracle, ts.resamples, self.settings.min_positives),
+            return {**task_metrics(ts.task.kind, ts.labels, ts.oracle, ts.resamples, self.settings.min_positives,
+                                   risk),
                     "samples": self.settings.oracle_samples}
         y = ts.labels[replayed]
         resamples = bootstrap_indices(len(replayed), self.settings.bootstrap, self.settings.seed)
-        out = task_metrics(ts.task.kind, y, ts.oracle[replayed], resamples, self.settings.min_positives)
+        out = task_metrics(ts.task.kind, y, ts.oracle[replayed], resamples, self.settings.min_positives,
+                           None if risk is None else risk[replayed])
         return {**out, "samples": self.settings.oracle_samples, "n": len(replayed),
                 "note": f"the generator replayed {len(replayed)} of {len(ts.oracle)} histories"}
 
@@ -365,7 +378,7 @@ def write_evaluation(out: Path, reports: list[dict], overwrite: bool = False) ->
     refuse_existing(out, overwrite)
     written = []
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        names = _run_names(reports)
+        names = run_folder_names(reports)
         for name, report in zip(names, reports):
             folder = tmp if len(reports) == 1 else tmp / "runs" / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -386,7 +399,8 @@ def write_evaluation(out: Path, reports: list[dict], overwrite: bool = False) ->
     return [out / p for p in written]
 
 
-def _run_names(reports: list[dict]) -> list[str]:
+def run_folder_names(reports: list[dict]) -> list[str]:
+    """The folder of each run under an evaluation's runs/: the run directory's name, made unique."""
     names = []
     for report in reports:
         name = Path(report["run"]["run_dir"]).name or "run"

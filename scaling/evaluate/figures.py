@@ -146,7 +146,7 @@ def plot_downstream_law(forecast: dict, estimator: str = "model") -> figure.Figu
                         color="black", capsize=3, label="actual")
         ax.invert_xaxis()  # lower loss (larger models) to the right
         ax.set_xlabel("validation loss (nats per token)")
-        ax.set_ylabel(task["metric"].upper())
+        ax.set_ylabel({"auroc_true_risk": "AUROC against the true risk"}.get(task["metric"], task["metric"].upper()))
         ax.set_title(f"{task['name']} ({law['link']} law)", fontsize=10)
     axes[0].legend(fontsize=7)
     return fig

@@ -1,8 +1,15 @@
 """Metrics of one estimator on one task, with scikit-learn, and paired bootstrap intervals.
 
 binary:   auroc, auprc (average precision), brier, calibration_error (expected calibration error over
-          10 quantile bins of the estimate), calibration_in_the_large (mean estimate - prevalence)
+          10 quantile bins of the estimate), calibration_in_the_large (mean estimate - prevalence); with the
+          outcome's true risk (a synthetic cohort's oracle), auroc_true_risk
 count, duration: mae, bias (mean estimate - mean label)
+
+`auroc_true_risk` is the AUROC the estimate has in expectation over the labels' draw: every pair (i, j) of
+different predictions is weighted by p_i (1 - p_j), the probability that i is a positive and j a negative,
+where p is the outcome's true probability given the history. It removes the labels' coin flips from the
+metric (with 20-50 positives they dominate its noise) and keeps what the estimate ranks; the true risk
+itself reaches the highest value any estimate can.
 
 Intervals are percentile intervals (2.5 %, 97.5 %) over `n_bootstrap` resamples of the prediction rows;
 every estimator of a task is scored on the same resamples, so their intervals can be compared. AUROC
@@ -39,6 +46,22 @@ def can_rank(kind: str, y: np.ndarray, min_positives: int) -> bool:
     return kind != "binary" or min(y.sum(), len(y) - y.sum()) >= min_positives
 
 
+def true_risk_auroc(risk: np.ndarray, estimate: np.ndarray) -> float | None:
+    """sum_{i != j} p_i (1 - p_j) [s_i > s_j] / sum_{i != j} p_i (1 - p_j) (ties count 1/2), p = `risk`, s =
+    `estimate`; rows with no risk (NaN) are left out, None when no pair has weight. scikit-learn scores every row
+    once as a positive of weight p and once as a negative of weight 1 - p, which adds the impossible pairs
+    (i, i) as ties; they are taken out again in closed form."""
+    known = np.isfinite(risk)
+    p, s = np.clip(risk[known], 0.0, 1.0), np.clip(estimate[known], 0.0, 1.0)
+    self_pairs = float(np.sum(p * (1.0 - p)))
+    pairs = float(p.sum() * (1.0 - p).sum()) - self_pairs  # the weight of pairs i != j
+    if pairs <= 0.0:
+        return None
+    labels = np.r_[np.ones(len(p)), np.zeros(len(p))]
+    with_self = roc_auc_score(labels, np.r_[s, s], sample_weight=np.r_[p, 1.0 - p])
+    return float((with_self * (pairs + self_pairs) - 0.5 * self_pairs) / pairs)
+
+
 def primary_value(kind: str, y: np.ndarray, estimate: np.ndarray) -> float | None:
     """The task's primary metric alone (PRIMARY_METRIC): AUROC (None with one class) or MAE."""
     if kind == "binary":
@@ -46,17 +69,22 @@ def primary_value(kind: str, y: np.ndarray, estimate: np.ndarray) -> float | Non
     return float(mean_absolute_error(y, estimate))
 
 
-def point_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, ranking: bool = True) -> dict[str, float | None]:
+def point_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, ranking: bool = True,
+                  true_risk: np.ndarray | None = None) -> dict[str, float | None]:
+    """The task's metrics on these rows; `true_risk` (binary tasks): each row's true outcome probability."""
     if kind == "binary":
         both = 0 < y.sum() < len(y)
         p = np.clip(estimate, 0.0, 1.0)
-        return {
+        out = {
             "auroc": float(roc_auc_score(y, p)) if ranking and both else None,
             "auprc": float(average_precision_score(y, p)) if ranking and both else None,
             "brier": float(brier_score_loss(y, p)),
             "calibration_error": calibration_error(y, p),
             "calibration_in_the_large": float(p.mean() - y.mean()),
         }
+        if true_risk is not None:
+            out["auroc_true_risk"] = true_risk_auroc(true_risk, p) if ranking else None
+        return out
     return {"mae": float(mean_absolute_error(y, estimate)), "bias": float(estimate.mean() - y.mean())}
 
 
@@ -68,16 +96,18 @@ def bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
 
 
 def task_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, resamples: np.ndarray,
-                 min_positives: int = 10) -> dict:
-    """Point metrics and their bootstrap intervals: {"auroc": x, ..., "ci": {"auroc": [lo, hi], ...}}."""
+                 min_positives: int = 10, true_risk: np.ndarray | None = None) -> dict:
+    """Point metrics and their bootstrap intervals: {"auroc": x, ..., "ci": {"auroc": [lo, hi], ...}};
+    with `true_risk` (binary tasks) also auroc_true_risk."""
     ranking = can_rank(kind, y, min_positives)
-    out: dict = point_metrics(kind, y, estimate, ranking)
+    out: dict = point_metrics(kind, y, estimate, ranking, true_risk)
     draws: dict[str, list[float]] = {k: [] for k, v in out.items() if v is not None}
     for rows in resamples:
         yb = y[rows]
         if kind == "binary" and not 0 < yb.sum() < len(yb):
             continue  # a resample with one class has no AUROC; skip it for every metric
-        for name, value in point_metrics(kind, yb, estimate[rows], ranking).items():
+        risk = None if true_risk is None else true_risk[rows]
+        for name, value in point_metrics(kind, yb, estimate[rows], ranking, risk).items():
             if name in draws and value is not None:
                 draws[name].append(value)
     out["ci"] = {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) >= 10 else None
@@ -86,15 +116,21 @@ def task_metrics(kind: str, y: np.ndarray, estimate: np.ndarray, resamples: np.n
 
 
 def paired_difference(kind: str, y: np.ndarray, first: np.ndarray, second: np.ndarray, resamples: np.ndarray,
-                      min_positives: int = 10) -> dict | None:
-    """`first` minus `second` on the task's primary metric, its paired bootstrap interval, and the verdict for
-    `first` (better is higher AUROC, lower MAE). None when the metric is undefined (too few positives)."""
-    metric = PRIMARY_METRIC[kind]
+                      min_positives: int = 10, true_risk: np.ndarray | None = None) -> dict | None:
+    """`first` minus `second` on the task's primary metric (with `true_risk`, a binary task's auroc_true_risk),
+    its paired bootstrap interval, and the verdict for `first` (better is higher AUROC, lower MAE). None when
+    the metric is undefined (too few positives)."""
+    metric = PRIMARY_METRIC[kind] if true_risk is None else "auroc_true_risk"
     if len(y) == 0 or not can_rank(kind, y, min_positives):
         return None
 
+    def value(rows, estimate) -> float | None:
+        if true_risk is None:
+            return primary_value(kind, y[rows], estimate[rows])
+        return true_risk_auroc(true_risk[rows], estimate[rows]) if 0 < y[rows].sum() < len(rows) else None
+
     def difference(rows) -> float | None:
-        a, b = primary_value(kind, y[rows], first[rows]), primary_value(kind, y[rows], second[rows])
+        a, b = value(rows, first), value(rows, second)
         return None if a is None or b is None else a - b
 
     point = difference(np.arange(len(y)))
@@ -102,7 +138,7 @@ def paired_difference(kind: str, y: np.ndarray, first: np.ndarray, second: np.nd
         return None
     draws = [d for rows in resamples if (d := difference(rows)) is not None]
     ci = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if len(draws) >= 10 else None
-    better = 1.0 if metric == "auroc" else -1.0
+    better = 1.0 if metric.startswith("auroc") else -1.0
     verdict = "level"
     if ci is not None:
         low, high = sorted(better * c for c in ci)

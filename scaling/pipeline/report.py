@@ -52,12 +52,13 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
     graded = prediction.get("forecast") or {}
     boot, pinned = forecast.get("bootstrap_interval"), forecast["pinned_E"]
     low, high = forecast["interval"]
+    mean_is_point = forecast.get("point_from") == "window_mean"  # then the headline names the mean, once
     lines = [
         "Pre-registered forecast (`final/forecast.json`, written before training"
         + ("" if forecast.get("made_before_training") else "; NOTE: this one was made after training had started")
         + f", fit input sha256 {forecast['fit_input_sha256'][:12]}): loss {forecast['predicted_loss']:.4f} "
-        + (f"(the mean of the law fitted on all budgets, {forecast['free_E_predicted_loss']:.4f}, and its refits "
-           "without the smallest budgets) " if forecast.get("point_from") == "window_mean" else "")
+        + (f"(the mean of the law fitted on all budgets, {forecast['free_E_predicted_loss']:.4f}, and its "
+           f"{forecast['window_mean']['fits'] - 1} refits without the smallest budgets) " if mean_is_point else "")
         + "at the run's "
         f"N = {forecast['params']:,.0f} and D = {forecast['tokens']:,.0f}, "
         f"{forecast['extrapolation_factor']:.0f}x the largest sweep run's compute; interval {low:.4f} to {high:.4f}, "
@@ -67,7 +68,7 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
         + f" the forecast with E pinned at {pinned['E']:.3f} ({pinned['source']}): {pinned['predicted_loss']:.4f}"
         + "".join(f", and the law fitted from budget {refit['min_budget']:.3g} up: {refit['predicted_loss']:.4f}"
                   for refit in forecast.get("without_smallest_budgets") or [])
-        + ("" if not forecast.get("without_smallest_budgets") else
+        + ("" if not forecast.get("without_smallest_budgets") or mean_is_point else
            f"; the mean of those {forecast['window_mean']['fits']} forecasts (all budgets and each refit): "
            f"{forecast['window_mean']['predicted_loss']:.4f}")
         + ".",
@@ -83,9 +84,9 @@ def forecast_lines(prediction: dict, forecast: dict | None, rec: dict, spread: d
             + "".join(f" The law fitted from budget {refit['min_budget']:.3g} up: "
                       f"{100 * refit['relative_error']:+.2f}%." for refit in refits_graded)
             + (f" The mean over budget windows: {100 * graded['window_mean_relative_error']:+.2f}%."
-               if refits_graded and "window_mean_relative_error" in graded else "")
+               if refits_graded and "window_mean_relative_error" in graded and not mean_is_point else "")
             + (f" The law fitted on all budgets: {100 * graded['free_E_relative_error']:+.2f}%."
-               if forecast.get("point_from") == "window_mean" else ""),
+               if mean_is_point else ""),
             "",
         ]
     family = rec.get("family")
@@ -197,18 +198,19 @@ def _cell(block: dict | None, metric: str) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def against_best_baseline(task: dict, estimator: str = "model") -> str | None:
-    """'ahead of', 'level with' or 'behind' the task's better baseline (by its estimate of the primary metric),
-    judged by the interval of the paired difference `estimator` minus that baseline
-    (metrics.paired_difference); None when either is missing."""
-    metric = PRIMARY_METRIC[task["kind"]]
+def against_best_baseline(task: dict, estimator: str = "model", true_risk: bool = False) -> str | None:
+    """'ahead of', 'level with' or 'behind' the task's better baseline (by its estimate of the primary metric,
+    or with `true_risk` of auroc_true_risk), judged by the interval of the paired difference `estimator` minus
+    that baseline (metrics.paired_difference); None when either is missing."""
+    metric = "auroc_true_risk" if true_risk else PRIMARY_METRIC[task["kind"]]
     baselines = {name: b[metric] for name, b in (task.get("baselines") or {}).items()
                  if b and b.get(metric) is not None}
     if not baselines:
         return None
-    sign = 1.0 if metric == "auroc" else -1.0  # "higher is better"
+    sign = 1.0 if metric.startswith("auroc") else -1.0  # "higher is better"
     best = max(baselines, key=lambda name: sign * baselines[name])
-    difference = ((task.get("versus_baselines") or {}).get(estimator) or {}).get(best)
+    versus = task.get("versus_baselines_true_risk" if true_risk else "versus_baselines") or {}
+    difference = (versus.get(estimator) or {}).get(best)
     if difference is None or difference.get("ci") is None:
         return None
     return {"ahead": "ahead of", "level": "level with", "behind": "behind"}[difference["verdict"]]
@@ -264,6 +266,7 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
         f"is {counted(plain)}; with its own probabilities where a task has them, {counted(best)}.",
         "",
     ]
+    lines += true_risk_lines(final["tasks"], evaluation["samples"], counted)
     lines += [
         "Across model sizes (each budget's best sweep run, then the final run), on the same patients:",
         "",
@@ -285,6 +288,32 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
     if (root / "evaluation" / "runs" / final_name / "metric_vs_samples.png").is_file():
         lines.append(f"![metric_vs_samples](evaluation/runs/{final_name}/metric_vs_samples.png)")
     return [*lines, ""]
+
+
+def true_risk_lines(tasks: list[dict], samples: int, counted) -> list[str]:
+    """The binary tasks' AUROC against the true risk (the oracle's probabilities, where the cohort has them):
+    the same rankings without the labels' coin flips, and the verdicts against the better baseline on it."""
+    scored = [t for t in tasks if "auroc_true_risk" in (t.get("model") or {})]
+    if not scored:
+        return []
+    lines = [
+        "Against the true risk (each patient counted as a positive with the oracle's probability and as a negative "
+        "with its complement, so the labels' coin flips leave the metric; the oracle's own value is the highest "
+        "any estimate can reach):",
+        "",
+        f"| task | final model, K = {samples} | with its own probabilities | logistic | LightGBM | oracle |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for task in scored:
+        baselines = task.get("baselines") or {}
+        lines.append(f"| {task['name']} | " + " | ".join(
+            _cell(block, "auroc_true_risk") for block in (task.get("model"), task.get("model_probability"),
+                                                          baselines.get("logistic"), baselines.get("gbdt"),
+                                                          task.get("oracle"))) + " |")
+    plain = [against_best_baseline(t, true_risk=True) for t in scored]
+    best = [against_best_baseline(t, "model_probability", true_risk=True) or v for t, v in zip(scored, plain)]
+    return [*lines, "", f"On it, the final model's fraction of futures is {counted(plain)}; with its own "
+            f"probabilities, {counted(best)}.", ""]
 
 
 def finite_section(finite_dir: Path, prediction: dict) -> str:
@@ -355,7 +384,7 @@ def downstream_section(graded: dict) -> list[str]:
         "error |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    errors = []
+    errors: dict[str, list[float]] = {}
     for task in graded["tasks"]:
         for estimator, block in task["estimators"].items():
             if "reason" in block:
@@ -372,13 +401,15 @@ def downstream_section(graded: dict) -> list[str]:
                 + f" | {_number((block.get('from_compute') or {}).get('value'))} | {_number(block.get('actual'))}"
                 + (f" [{actual_ci[0]:.3f}, {actual_ci[1]:.3f}]" if actual_ci else "")
                 + " | " + ("-" if two_step.get("error") is None else f"{two_step['error']:+.3f}") + " |")
-            if task["metric"] == "auroc" and two_step.get("error") is not None:
-                errors.append(abs(two_step["error"]))
+            if task["metric"].startswith("auroc") and two_step.get("error") is not None:
+                errors.setdefault(task["metric"], []).append(abs(two_step["error"]))
     lines.append("")
-    if errors:
-        lines += [f"Binary tasks: the two-step prediction is within 0.03 AUROC of the actual on "
-                  f"{sum(e <= 0.03 for e in errors)} of {len(errors)} (task, estimator) pairs; median |error| "
-                  f"{statistics.median(errors):.3f}.", ""]
+    for metric, against in (("auroc", "AUROC"), ("auroc_true_risk", "AUROC against the true risk")):
+        if errors.get(metric):
+            found = errors[metric]
+            lines += [f"Binary tasks: the two-step prediction is within 0.03 {against} of the actual on "
+                      f"{sum(e <= 0.03 for e in found)} of {len(found)} (task, estimator) pairs; median |error| "
+                      f"{statistics.median(found):.3f}.", ""]
     return lines
 
 
