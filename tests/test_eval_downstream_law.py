@@ -167,6 +167,16 @@ def test_cli_writes_the_forecast_then_grades_it(tmp_path, run_cli):
                              tmp_path / "final-eval", "--bootstrap", 50, "--json")
     assert code == 0, err
     assert json.loads(out)["tasks"][0]["estimators"]["model"]["actual"] == 0.9
+    # the sweep's runs may come from several evaluations with the same settings: the same forecast
+    write_evaluation_json(tmp_path / "eval-a", reports[:2])
+    write_evaluation_json(tmp_path / "eval-b", reports[2:])
+    code, out, err = run_cli("downstream", tmp_path / "eval-a", tmp_path / "eval-b", "--run", final,
+                             "--bootstrap", 50, "--json")
+    assert code == 0, err
+    split = json.loads(out)
+    assert split["fitted_on"] == written["fitted_on"]
+    assert split["tasks"][0]["estimators"]["model"]["from_forecast_loss"]["value"] == pytest.approx(
+        written["tasks"][0]["estimators"]["model"]["from_forecast_loss"]["value"])
 
 
 def test_cli_refuses_what_it_cannot_compare(tmp_path, run_cli):

@@ -198,8 +198,9 @@ def _with_interval(block: dict, metric: str) -> str:
 
 @app.command("downstream")
 def downstream(
-    sweep_evaluation: Path = typer.Argument(..., help="The --out directory (or its evaluation.json) of "
-                                            "`scaling evaluate` over a sweep's runs."),
+    sweep_evaluations: list[Path] = typer.Argument(..., help="The --out directories (or their evaluation.json) "
+                                                   "of `scaling evaluate` over a sweep's runs: one, or several "
+                                                   "made with the same settings."),
     run: Path = typer.Option(..., "--run", help="The run to predict: a `scaling final` run directory (its "
                              "forecast.json holds the loss forecast registered before it trained)."),
     actual: Path = typer.Option(None, help="The target's own evaluation (`scaling evaluate RUN --out`), to grade "
@@ -226,6 +227,8 @@ def downstream(
       scaling evaluate runs/final --samples 32 --out runs/final-eval
 
       scaling downstream runs/sweep-eval --run runs/final --actual runs/final-eval
+
+      scaling downstream runs/demo/evaluation runs/more-sweep-runs --run runs/demo/final
     """
     from scaling.common.atomic import refuse_existing, write_json_atomic
     from scaling.common.errors import InputError
@@ -235,8 +238,8 @@ def downstream(
     if bootstrap < 10:
         raise InputError(f"--bootstrap {bootstrap}; expected 10 or more")
     if out is not None:
-        refuse_existing(out, overwrite, inputs=[sweep_evaluation, run, *([actual] if actual else [])])
-    reports = read_evaluations(sweep_evaluation)
+        refuse_existing(out, overwrite, inputs=[*sweep_evaluations, run, *([actual] if actual else [])])
+    reports = [report for path in sweep_evaluations for report in read_evaluations(path)]
     target = target_of(run)
     forecast = downstream_forecast(reports, target, bootstrap)
     same = [r for r in (read_evaluations(actual) if actual else reports)
