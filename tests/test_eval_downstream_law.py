@@ -11,7 +11,7 @@ from scipy.special import expit
 
 from analysis.downstream_law import fit_downstream_law
 from analysis.results_table import NotEnoughData
-from scaling.evaluate.downstream import downstream_forecast, grade_downstream
+from scaling.evaluate.downstream import downstream_forecast, grade_downstream, two_step_auroc_errors
 
 LOSSES = np.array([2.3, 2.1, 2.0, 1.95, 1.9])
 
@@ -252,8 +252,13 @@ def test_a_binary_task_scored_against_the_true_risk_gets_its_own_law(tmp_path):
     assert forecast["tasks"][0]["estimators"]["model"]["from_forecast_loss"]["value"] == pytest.approx(0.6)
     final = report(tmp_path / "final", 1.7, 3e13, 0.6, 10.0, oracle=(0.8, 2.5))
     final["tasks"][0]["model"]["auroc_true_risk"] = 0.70
-    graded = grade_downstream(forecast, final)["tasks"][1]["estimators"]["model"]
+    graded_all = grade_downstream(forecast, final)
+    graded = graded_all["tasks"][1]["estimators"]["model"]
     assert graded["actual"] == 0.70 and graded["from_forecast_loss"]["error"] == pytest.approx(0.70 - 0.71, abs=1e-6)
+    # the errors the report tallies: one per graded AUROC pair, per metric (the stay's MAE is not among them)
+    errors = two_step_auroc_errors(graded_all)
+    assert set(errors) == {"auroc", "auroc_true_risk"}
+    assert errors["auroc"] == [pytest.approx(0.0, abs=1e-9)] and errors["auroc_true_risk"] == [pytest.approx(0.01)]
     # one report without it (an evaluation without an oracle): no true-risk entry at all
     reports[0]["tasks"][0]["model"].pop("auroc_true_risk")
     assert [t["metric"] for t in downstream_forecast(reports, target, n_bootstrap=20)["tasks"]] == ["auroc", "mae"]

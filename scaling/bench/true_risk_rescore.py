@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaling.common.jsonable import dumps
-from scaling.evaluate.downstream import downstream_forecast, grade_downstream, target_of
+from scaling.evaluate.downstream import downstream_forecast, grade_downstream, target_of, two_step_auroc_errors
 from scaling.evaluate.evaluation import run_folder_names
 from scaling.evaluate.metrics import bootstrap_indices, paired_difference, task_metrics
 
@@ -62,16 +62,13 @@ def main() -> None:
         rescore(report, pq.read_table(args.evaluation / "runs" / name / "predictions.parquet"))
     target = target_of(reports[-1]["run"]["run_dir"])
     graded = grade_downstream(downstream_forecast(reports[:-1], target), reports[-1])
-    errors: dict[str, list[float]] = {}
     for task in graded["tasks"]:
         for estimator, block in task["estimators"].items():
             if "from_forecast_loss" in block and block["from_forecast_loss"].get("error") is not None:
                 two_step = block["from_forecast_loss"]
                 print(f"{task['name']:18s} {task['metric']:16s} {estimator:18s} {block['law_vs_loss']['link']:8s} "
                       f"predicted {two_step['value']:.3f} actual {block['actual']:.3f} error {two_step['error']:+.3f}")
-                if task["metric"].startswith("auroc"):
-                    errors.setdefault(task["metric"], []).append(abs(two_step["error"]))
-    for metric, found in errors.items():
+    for metric, found in two_step_auroc_errors(graded).items():
         print(f"{metric}: within 0.03 on {sum(e <= 0.03 for e in found)} of {len(found)}, median |error| "
               f"{statistics.median(found):.3f}")
     for task in reports[-1]["tasks"]:

@@ -198,3 +198,15 @@ def grade_downstream(forecast: dict, report: dict) -> dict:
             estimators[estimator] = block
         graded["tasks"].append({**task, "estimators": estimators})
     return graded
+
+
+def two_step_auroc_errors(graded: dict) -> dict[str, list[float]]:
+    """|actual - predicted| of each graded two-step AUROC prediction, per metric ("auroc", "auroc_true_risk"),
+    one per (task, estimator) pair."""
+    errors: dict[str, list[float]] = {}
+    for task in graded["tasks"]:
+        for block in task["estimators"].values():
+            error = (block.get("from_forecast_loss") or {}).get("error")
+            if task["metric"].startswith("auroc") and error is not None:
+                errors.setdefault(task["metric"], []).append(abs(error))
+    return errors

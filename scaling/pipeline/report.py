@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling.evaluate.downstream import two_step_auroc_errors
 from scaling.evaluate.metrics import PRIMARY_METRIC
 
 
@@ -384,7 +385,6 @@ def downstream_section(graded: dict) -> list[str]:
         "error |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    errors: dict[str, list[float]] = {}
     for task in graded["tasks"]:
         for estimator, block in task["estimators"].items():
             if "reason" in block:
@@ -401,9 +401,8 @@ def downstream_section(graded: dict) -> list[str]:
                 + f" | {_number((block.get('from_compute') or {}).get('value'))} | {_number(block.get('actual'))}"
                 + (f" [{actual_ci[0]:.3f}, {actual_ci[1]:.3f}]" if actual_ci else "")
                 + " | " + ("-" if two_step.get("error") is None else f"{two_step['error']:+.3f}") + " |")
-            if task["metric"].startswith("auroc") and two_step.get("error") is not None:
-                errors.setdefault(task["metric"], []).append(abs(two_step["error"]))
     lines.append("")
+    errors = two_step_auroc_errors(graded)
     for metric, against in (("auroc", "AUROC"), ("auroc_true_risk", "AUROC against the true risk")):
         if errors.get(metric):
             found = errors[metric]
