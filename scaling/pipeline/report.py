@@ -406,7 +406,7 @@ def downstream_section(graded: dict) -> list[str]:
     for metric, against in (("auroc", "AUROC"), ("auroc_true_risk", "AUROC against the true risk")):
         if errors.get(metric):
             found = errors[metric]
-            lines += [f"Binary tasks: the two-step prediction is within 0.03 {against} of the actual on "
+            lines += [f"Binary tasks: the two-step prediction is within 0.03 of the actual {against} on "
                       f"{sum(e <= 0.03 for e in found)} of {len(found)} (task, estimator) pairs; median |error| "
                       f"{statistics.median(found):.3f}.", ""]
     return lines
