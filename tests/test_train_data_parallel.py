@@ -43,6 +43,31 @@ def test_train_data_parallel_on_4_devices_matches_1_device(tmp_path):
     np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(b["val_loss"].dropna(), a["val_loss"].dropna(), rtol=1e-5)
     assert four["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+    # each checkpoint loads for inference on the other device count (a run trained on a GPU host or a
+    # split CPU, evaluated elsewhere): the two models' logits agree
+    on_one = logits_on_devices(1, [tmp_path / "one", tmp_path / "four"])
+    on_four = logits_on_devices(4, [tmp_path / "one", tmp_path / "four"])
+    for logits in (on_one, on_four):
+        np.testing.assert_allclose(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(on_four[0], on_one[0], rtol=1e-5, atol=1e-6)
+
+
+LOGITS_SCRIPT = """
+import json, sys
+import numpy as np
+from scaling.train.run_dir import load_trained_model
+tokens = np.arange(12, dtype=np.int32)[None] % 5 + 3  # (1, 12), ids inside any tiny vocabulary
+print(json.dumps([np.asarray(load_trained_model(d)[0](tokens)).tolist() for d in sys.argv[1:]]))
+"""
+
+
+def logits_on_devices(n_devices: int, run_dirs: list) -> list[np.ndarray]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}"}
+    out = subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, *map(str, run_dirs)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return [np.asarray(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
 
 
 SPLIT_SCRIPT = """

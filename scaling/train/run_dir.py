@@ -219,7 +219,8 @@ class RunDir:
 
     def load_model(self) -> tuple[Decoder, RunConfig, int]:
         """(model with the latest checkpoint's parameters, the run config, the checkpoint's step)."""
-        import orbax.checkpoint as ocp  # lazy: start-up time (see the note at the imports)
+        import jax  # lazy: start-up time (see the note at the imports)
+        import orbax.checkpoint as ocp
         from flax import nnx
 
         from scaling.train.step import abstract_model
@@ -229,6 +230,11 @@ class RunDir:
         if not self.checkpoints_path.is_dir():
             raise InputError(f"{self.path}: no {self.CHECKPOINTS}/ directory; the run has not saved a checkpoint yet")
         graphdef, abstract_params = abstract_model(ModelShape.from_dict(record["shape"]))
+        # On this process's first device: without a target sharding orbax restores the saved one, which fails
+        # when the run was trained on another device count (a 2-core CPU mesh, a GPU host) than this one.
+        on_one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract_params = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=on_one_device), abstract_params)
         if not self.checkpoint_steps():
             raise InputError(f"{self.checkpoints_path}: no checkpoint; the run has not saved one yet")
         for step in reversed(self.checkpoint_steps()):
