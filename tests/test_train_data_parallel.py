@@ -3,6 +3,7 @@ all-reduced by XLA) reaches the losses of the 1-device run within float toleranc
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -118,3 +119,21 @@ def test_a_run_on_split_cpu_devices_matches_one_device(tmp_path):
     two = json.loads(out.stdout.strip().splitlines()[-1])
     assert (two["devices"], two["status"]) == (2, "finished")
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+
+
+def test_a_run_stopped_on_4_devices_resumes_on_1_device(tmp_path):
+    """Moved to another host mid-way: the 4-device checkpoint restores onto 1 device (nothing is put aside as
+    damaged, no step is redone from scratch) and the run ends at the uninterrupted 1-device losses."""
+    store = random_token_store(tmp_path / "store")
+    config = tiny_run_config(store, batch_size=8, steps=24, eval_every=12, checkpoint_every=6, log_every=6,
+                             steps_per_dispatch=6, keep_checkpoints=4)
+    uninterrupted = run_on_devices(1, config, tmp_path / "one")
+    run = tmp_path / "moved"
+    run_on_devices(4, config, run)
+    (run / "summary.json").unlink()  # as if it had stopped right after its checkpoint at step 18
+    shutil.rmtree(run / "checkpoints" / "24")
+    resumed = run_on_devices(1, config, run)
+    assert not (run / "checkpoints_damaged").exists()
+    assert (resumed["devices"], resumed["status"], resumed["steps"]) == (1, "finished", 24)
+    assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
+    assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-5)
