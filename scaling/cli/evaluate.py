@@ -121,6 +121,7 @@ def evaluate(
         json_report,
         write_evaluation,
     )
+    from scaling.evaluate.report_cache import ReportCache, fingerprint
     from scaling.train.run_dir import RunDir
 
     console = stderr_console()
@@ -138,14 +139,24 @@ def evaluate(
                                   max_new_tokens=max_new_tokens, temperature=temperature)
     log(f"tasks: {', '.join(t.name for t in task_list)} | data: {meds} | {len(runs)} run(s), K = {samples}")
     evaluation = Evaluation(meds, task_list, settings, log=log, split_aliases=store.settings.get("split_aliases"))
+    cache = ReportCache(out, fingerprint(evaluation)) if out is not None and len(runs) > 1 else None
     reports = []
     for run in runs:
         log(f"[bold]{run}[/]")
-        reports.append(evaluation.evaluate_run(run))
+        report = cache.load(run) if cache is not None else None
+        if report is not None:
+            log(f"  scored by an earlier, interrupted evaluation with these settings: {cache.path}")
+        else:
+            report = evaluation.evaluate_run(run)
+            if cache is not None:
+                cache.save(run, report)
+        reports.append(report)
         if not json_output:
             print_report(reports[-1], console)
     if out is not None:
         written = write_evaluation(out, reports, overwrite=overwrite)
+        if cache is not None:
+            cache.clear()
         log(f"wrote {len(written)} files to {out}")
     if json_output:
         print_json(json_report(reports[0]) if len(reports) == 1

@@ -98,7 +98,7 @@ class Evaluation:
     def __init__(self, meds_dir: str | Path, tasks: list[Task], settings: EvaluationSettings = EvaluationSettings(),
                  log=None, split_aliases: dict[str, str] | None = None):
         self.settings, self.log = settings, log or (lambda message: None)
-        self.meds_dir = Path(meds_dir)
+        self.meds_dir, self.tasks = Path(meds_dir), list(tasks)
         dataset = read_meds(meds_dir, split_aliases)  # the aliases the token store was made with
         self.cohort = Cohort.from_dataset(dataset)
         use_oracle = settings.oracle if settings.oracle is not None else world_settings(meds_dir) is not None

@@ -33,6 +33,7 @@ from scaling.data.tokenizer import tokenize_dataset
 from scaling.evaluate.downstream import downstream_forecast, grade_downstream, target_of
 from scaling.evaluate.evaluation import Evaluation, EvaluationSettings, write_evaluation
 from scaling.evaluate.figures import plot_downstream_law
+from scaling.evaluate.report_cache import ReportCache, fingerprint
 from scaling.evaluate.tasks import load_tasks
 from scaling.pipeline.final import final_run
 from scaling.pipeline.report import demo_report, finite_section
@@ -151,13 +152,19 @@ def evaluate_demo_runs(cohort: Path, sweep_runs: list[Path], final: Path, out: P
     settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, oracle_samples=ORACLE_SAMPLES,
                                   train_patients=EVAL_TRAIN_PATIENTS, bootstrap=BOOTSTRAP)
     evaluation = Evaluation(cohort, load_tasks("synth"), settings, log=log)
+    cache = ReportCache(out, fingerprint(evaluation))  # an interrupted stage resumes at the first run not scored
     reports = []
     for run in [*sweep_runs, final]:
         if run == final and downstream_path is not None:
             register_downstream_forecast(reports, final, downstream_path, before_evaluation=True, log=log)
-        reports.append(evaluation.evaluate_run(run))
-        log(f"evaluated {run} ({reports[-1]['simulation']['seconds']} s of simulation)")
+        if (report := cache.load(run)) is not None:
+            log(f"{run}: scored before the stage was interrupted ({cache.path})")
+        else:
+            report = cache.save(run, evaluation.evaluate_run(run))
+            log(f"evaluated {run} ({report['simulation']['seconds']} s of simulation)")
+        reports.append(report)
     write_evaluation(out, reports, overwrite=True)
+    cache.clear()
 
 
 def register_downstream_forecast(sweep_reports: list[dict], final: Path, path: Path, before_evaluation: bool,

@@ -1,0 +1,74 @@
+"""Each run's finished report, kept beside an evaluation's output until the whole directory is written, so an
+evaluation of several runs that is interrupted (a kill, a full disk, a crash in a later run) resumes at the
+first run not yet scored instead of simulating every run again.
+
+    cache = ReportCache(out, fingerprint(evaluation))
+    report = cache.load(run_dir) or cache.save(run_dir, evaluation.evaluate_run(run_dir))
+    ...; write_evaluation(out, reports); cache.clear()
+
+The cache is OUT.partial/ (a sibling of OUT): per run, <key>.parquet (the per-prediction table) and then
+<key>.json (the report), each written to a temporary name and renamed, so a report is there whole or not at
+all. The key covers the settings, the data, the tasks, the run directory and its latest checkpoint step: a
+run trained further, or any other change, is scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from scaling.common.atomic import write_file_atomic
+from scaling.common.jsonable import dumps, jsonable
+from scaling.train.run_dir import RunDir
+
+
+def fingerprint(evaluation) -> str:
+    """What every report of one evaluation (scaling.evaluate.evaluation.Evaluation) shares: its settings, data
+    and tasks, as one string."""
+    return dumps({"settings": asdict(evaluation.settings), "data": str(evaluation.meds_dir.resolve()),
+                  "tasks": [asdict(task) for task in evaluation.tasks]})
+
+
+class ReportCache:
+    def __init__(self, out: str | Path, shared: str):
+        out = Path(out)
+        self.path = out.with_name(out.name + ".partial")
+        self.shared = shared
+
+    def _key(self, run_dir: str | Path) -> str:
+        steps = RunDir(run_dir).checkpoint_steps()
+        material = json.dumps([self.shared, str(Path(run_dir).resolve()), steps[-1] if steps else None])
+        return hashlib.sha256(material.encode()).hexdigest()[:20]
+
+    def load(self, run_dir: str | Path) -> dict | None:
+        """The run's report from an earlier, interrupted evaluation with the same key; None when there is none."""
+        key = self._key(run_dir)
+        report_path = self.path / f"{key}.json"
+        if not report_path.is_file():
+            return None
+        report = json.loads(report_path.read_text())
+        table = self.path / f"{key}.parquet"
+        report["predictions"] = pq.read_table(table) if table.is_file() else None
+        return report
+
+    def save(self, run_dir: str | Path, report: dict) -> dict:
+        """Keep `report` (with its "predictions" table) for `run_dir`; returns it."""
+        key = self._key(run_dir)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if report.get("predictions") is not None:
+            tmp = self.path / f".{key}.parquet.tmp"
+            pq.write_table(report["predictions"], tmp)
+            os.replace(tmp, self.path / f"{key}.parquet")
+        body = {k: v for k, v in report.items() if k != "predictions"}
+        write_file_atomic(self.path / f"{key}.json", dumps(jsonable(body)) + "\n")
+        return report
+
+    def clear(self) -> None:
+        """Remove the cache once the evaluation directory is written."""
+        shutil.rmtree(self.path, ignore_errors=True)
