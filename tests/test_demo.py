@@ -1,5 +1,6 @@
 """`scaling demo` end to end on a tiny cohort and grid: every stage's files, the report's sections, the
-downstream evaluation of each budget's best run and the final run, and a re-run that redoes nothing."""
+downstream evaluation of sweep runs (at each budget the best and the best of the next larger size) and the
+final run, and a re-run that redoes nothing."""
 
 import json
 from pathlib import Path
@@ -70,15 +71,25 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
                  "evaluation/evaluation.json", "evaluation/metric_vs_compute.png", "figures/isoflop_profiles.png"):
         assert (root / path).is_file(), path
     results = pd.read_parquet(root / "sweep" / "results.parquet")
-    best = results.loc[results.groupby("budget")["loss"].idxmin()].sort_values("budget")["run_id"].tolist()
+    sizes = sorted(results["params"].unique())
+    chosen = []  # at each budget the lowest-loss run, then the lowest-loss run of the next larger size
+    for budget in sorted(results["budget"].unique()):
+        runs = results[results["budget"] == budget].sort_values("loss")
+        best = runs.iloc[0]
+        larger = [n for n in sizes if n > best["params"] and n in set(runs["params"])]
+        chosen.append(best["run_id"])
+        if larger:
+            chosen.append(runs[runs["params"] == larger[0]].iloc[0]["run_id"])
+    assert len(chosen) > len(results["budget"].unique())  # the tiny grid has a larger size at some budget
     evaluation = json.loads((root / "evaluation" / "evaluation.json").read_text())
     evaluated = [Path(run["run"]["run_dir"]).name for run in evaluation["runs"]]
-    assert evaluated == [*best, "final"]  # each budget's lowest-loss run, then the final run
+    assert evaluated == [*chosen, "final"]
+    assert not (root / "evaluation.partial").exists()  # the per-run reports kept while it ran are gone
     assert {t["kind"] for t in evaluation["runs"][-1]["tasks"]} == {"binary", "count", "duration"}
     # the final run's metrics were predicted from the sweep's runs before it was evaluated, at its forecast loss
     downstream = json.loads((root / "downstream_forecast.json").read_text())
     assert downstream["registered_before_evaluation"]
-    assert [Path(r).name for r in downstream["fitted_on"]] == best
+    assert [Path(r).name for r in downstream["fitted_on"]] == chosen
     assert downstream["target"]["forecast_loss"] == json.loads((root / "final" / "forecast.json").read_text())[
         "predicted_loss"]
     fitted = [(t["name"], e) for t in downstream["tasks"] for e, b in t["estimators"].items() if "law_vs_loss" in b]

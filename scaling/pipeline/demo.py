@@ -2,11 +2,11 @@
 
     cohort (synthetic MEDS) -> token store -> quickstart IsoFLOP sweep on local Ray -> fits, bootstrap,
     backtest, figures -> recommendation at a budget several times the sweep's largest -> the final run
-    -> downstream evaluation of each budget's best sweep run (simulated futures against baselines and the
-    oracle), the final run's metrics predicted from them (a downstream law, registered before the final run is
-    evaluated), then the final run's evaluation -> finite data: a small cohort, a size x tokens x unique-data sweep,
-    the optimum under a data cap and its final run (runs/demo/finite/) -> runs/demo/report.md
-    (scaling.pipeline.report)
+    -> downstream evaluation of sweep runs (at each budget the best and the best of the next larger size;
+    simulated futures against baselines and the oracle), the final run's metrics predicted from them (a
+    downstream law, registered before the final run is evaluated), then the final run's evaluation -> finite
+    data: a small cohort, a size x tokens x unique-data sweep, the optimum under a data cap and its final run
+    (runs/demo/finite/) -> runs/demo/report.md (scaling.pipeline.report)
 
 Each stage writes its own directory and is skipped when that directory is complete, so re-running
 after an interruption redoes nothing that finished.
@@ -108,7 +108,7 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     write_json_atomic(root / "recommendation.json", recommendation)
     evaluation_dir, downstream_path = root / "evaluation", root / "downstream_forecast.json"
     stage("evaluation", (evaluation_dir / "evaluation.json").is_file(),
-          lambda: evaluate_demo_runs(cohort, best_run_per_budget(sweep_dir), root / "final", evaluation_dir, log,
+          lambda: evaluate_demo_runs(cohort, downstream_runs(sweep_dir), root / "final", evaluation_dir, log,
                                      downstream_path))
     finite_dir = root / "finite"
     stage("finite cohort", (finite_dir / "cohort").exists(),
@@ -137,12 +137,25 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     return {"root": str(root), "prediction": prediction, "finite_prediction": finite_prediction, "timings": timings}
 
 
-def best_run_per_budget(sweep_dir: Path) -> list[Path]:
-    """The lowest-loss finished run of each budget of a sweep, smallest budget first."""
+def downstream_runs(sweep_dir: Path) -> list[Path]:
+    """The sweep runs whose metrics the downstream law is fitted on, smallest budget first: at each budget the
+    lowest-loss finished run, then the lowest-loss run of the next larger model size when the budget has one.
+
+    The final run is several times the sweep's optimal size, and a metric can depend on size beyond the loss:
+    the second run of each budget gives the law runs nearer that size and twice the points. On the demo's
+    saved evaluations, the best run alone put the two-step AUROC prediction within 0.03 on 3 of 8 (label
+    AUROC) and 5 of 8 (against the true risk); with the next size up, 5 of 8 and 6 of 8 (docs/evaluation.md)."""
     results = pd.read_parquet(sweep_dir / "results.parquet")
     results = results[results["status"] == FINISHED].dropna(subset=["budget", "loss"])
-    best = results.loc[results.groupby("budget")["loss"].idxmin()].sort_values("budget")
-    return [sweep_dir / "runs" / run_id for run_id in best["run_id"]]
+    picked = []
+    for _, runs in results.groupby("budget", sort=True):
+        best = runs.loc[runs["loss"].idxmin()]
+        larger = runs[runs["params"] > best["params"]]
+        picked.append(best["run_id"])
+        if len(larger):
+            next_size = larger[larger["params"] == larger["params"].min()]
+            picked.append(next_size.loc[next_size["loss"].idxmin(), "run_id"])
+    return [sweep_dir / "runs" / run_id for run_id in picked]
 
 
 def evaluate_demo_runs(cohort: Path, sweep_runs: list[Path], final: Path, out: Path, log=print,

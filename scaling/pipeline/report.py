@@ -269,7 +269,7 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
     ]
     lines += true_risk_lines(final["tasks"], evaluation["samples"], counted)
     lines += [
-        "Across model sizes (each budget's best sweep run, then the final run), on the same patients:",
+        "Across model sizes (the evaluated sweep runs, then the final run), on the same patients:",
         "",
         "| run | N | C (FLOPs) | val loss | " + " | ".join(
             f"{t['name']} {PRIMARY_METRIC[t['kind']]}" for t in final["tasks"]) + " |",
