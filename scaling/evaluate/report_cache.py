@@ -8,8 +8,8 @@ first run not yet scored instead of simulating every run again.
 
 The cache is OUT.partial/ (a sibling of OUT): per run, <key>.parquet (the per-prediction table) and then
 <key>.json (the report), each written to a temporary name and renamed, so a report is there whole or not at
-all. The key covers the settings, the data, the tasks, the run directory and its latest checkpoint step: a
-run trained further, or any other change, is scored again.
+all. The key covers the settings, the data, the tasks, the run directory, its latest checkpoint step and the
+losses in its summary: a run trained further or again, or any other change, is scored again.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ class ReportCache:
         self.shared = shared
 
     def _key(self, run_dir: str | Path) -> str:
-        steps = RunDir(run_dir).checkpoint_steps()
-        material = json.dumps([self.shared, str(Path(run_dir).resolve()), steps[-1] if steps else None])
+        run = RunDir(run_dir)
+        steps, summary = run.checkpoint_steps(), run.read_summary() or {}
+        material = json.dumps([self.shared, str(Path(run_dir).resolve()), steps[-1] if steps else None,
+                               summary.get("val_loss"), summary.get("train_loss")])
         return hashlib.sha256(material.encode()).hexdigest()[:20]
 
     def load(self, run_dir: str | Path) -> dict | None:
