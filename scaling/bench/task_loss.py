@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scaling.common.atomic import write_json_atomic
-from scaling.common.jsonable import dumps, jsonable
+from scaling.common.jsonable import dumps
 from scaling.data.token_store import TokenStore
 from scaling.evaluate.outcomes import outcome_token_mask
 from scaling.evaluate.tasks import Task, load_tasks
@@ -87,7 +87,7 @@ def main() -> None:
             f"{name} loss {t['outcome_loss'] or float('nan'):.3f} bce {1e3 * t['outcome_bce']:.3f}e-3"
             f" ({t['outcome_targets']})" for name, t in row["tasks"].items()), flush=True)
     if args.out:
-        write_json_atomic(args.out, jsonable({"runs": rows}))
+        write_json_atomic(args.out, {"runs": rows})
     else:
         print(dumps({"runs": rows}))
 

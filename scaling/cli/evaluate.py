@@ -143,13 +143,9 @@ def evaluate(
     reports = []
     for run in runs:
         log(f"[bold]{run}[/]")
-        report = cache.load(run) if cache is not None else None
-        if report is not None:
+        report, kept = cache.report(run, evaluation.evaluate_run) if cache else (evaluation.evaluate_run(run), False)
+        if kept:
             log(f"  scored by an earlier, interrupted evaluation with these settings: {cache.path}")
-        else:
-            report = evaluation.evaluate_run(run)
-            if cache is not None:
-                cache.save(run, report)
         reports.append(report)
         if not json_output:
             print_report(reports[-1], console)

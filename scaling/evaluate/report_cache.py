@@ -3,7 +3,7 @@ evaluation of several runs that is interrupted (a kill, a full disk, a crash in 
 first run not yet scored instead of simulating every run again.
 
     cache = ReportCache(out, fingerprint(evaluation))
-    report = cache.load(run_dir) or cache.save(run_dir, evaluation.evaluate_run(run_dir))
+    report, kept = cache.report(run_dir, evaluation.evaluate_run)   # kept: from an interrupted evaluation
     ...; write_evaluation(out, reports); cache.clear()
 
 The cache is OUT.partial/ (a sibling of OUT): per run, <key>.parquet (the per-prediction table) and then
@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaling.common.atomic import write_file_atomic
-from scaling.common.jsonable import dumps, jsonable
+from scaling.common.atomic import write_file_atomic, write_json_atomic
+from scaling.common.jsonable import dumps
 from scaling.train.run_dir import RunDir
 
 
@@ -62,14 +63,18 @@ class ReportCache:
     def save(self, run_dir: str | Path, report: dict) -> dict:
         """Keep `report` (with its "predictions" table) for `run_dir`; returns it."""
         key = self._key(run_dir)
-        self.path.mkdir(parents=True, exist_ok=True)
         if report.get("predictions") is not None:
-            tmp = self.path / f".{key}.parquet.tmp"
-            pq.write_table(report["predictions"], tmp)
-            os.replace(tmp, self.path / f"{key}.parquet")
-        body = {k: v for k, v in report.items() if k != "predictions"}
-        write_file_atomic(self.path / f"{key}.json", dumps(jsonable(body)) + "\n")
+            table = pa.BufferOutputStream()
+            pq.write_table(report["predictions"], table)
+            write_file_atomic(self.path / f"{key}.parquet", table.getvalue().to_pybytes())
+        write_json_atomic(self.path / f"{key}.json", {k: v for k, v in report.items() if k != "predictions"})
         return report
+
+    def report(self, run_dir: str | Path, score: Callable[[str | Path], dict]) -> tuple[dict, bool]:
+        """(the run's report, whether it was kept from an interrupted evaluation): kept, else `score(run_dir)`,
+        then kept."""
+        kept = self.load(run_dir)
+        return (kept, True) if kept is not None else (self.save(run_dir, score(run_dir)), False)
 
     def clear(self) -> None:
         """Remove the cache once the evaluation directory is written."""

@@ -170,11 +170,9 @@ def evaluate_demo_runs(cohort: Path, sweep_runs: list[Path], final: Path, out: P
     for run in [*sweep_runs, final]:
         if run == final and downstream_path is not None:
             register_downstream_forecast(reports, final, downstream_path, before_evaluation=True, log=log)
-        if (report := cache.load(run)) is not None:
-            log(f"{run}: scored before the stage was interrupted ({cache.path})")
-        else:
-            report = cache.save(run, evaluation.evaluate_run(run))
-            log(f"evaluated {run} ({report['simulation']['seconds']} s of simulation)")
+        report, kept = cache.report(run, evaluation.evaluate_run)
+        log(f"{run}: scored before the stage was interrupted ({cache.path})" if kept
+            else f"evaluated {run} ({report['simulation']['seconds']} s of simulation)")
         reports.append(report)
     write_evaluation(out, reports, overwrite=True)
     cache.clear()
