@@ -8,8 +8,9 @@ first run not yet scored instead of simulating every run again.
 
 The cache is OUT.partial/ (a sibling of OUT): per run, <key>.parquet (the per-prediction table) and then
 <key>.json (the report), each written to a temporary name and renamed, so a report is there whole or not at
-all. The key covers the settings, the data, the tasks, the run directory, its latest checkpoint step and the
-losses in its summary: a run trained further or again, or any other change, is scored again.
+all. The key covers the settings, the data, the tasks (and the contents of their label files), the run
+directory, its latest checkpoint step and the losses in its summary: a run trained further or again, a label
+file rewritten in place, or any other change, is scored again.
 """
 
 from __future__ import annotations
@@ -29,11 +30,25 @@ from scaling.common.jsonable import dumps
 from scaling.train.run_dir import RunDir
 
 
+def label_digest(path: str | Path) -> str:
+    """SHA-256 over a label file's bytes, or over each file of a label directory (names and bytes, in name
+    order): ACES rewrites its output in place, so the path alone does not say the labels are the same."""
+    path, digest = Path(path), hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(evaluation) -> str:
-    """What every report of one evaluation (scaling.evaluate.evaluation.Evaluation) shares: its settings, data
-    and tasks, as one string."""
+    """What every report of one evaluation (scaling.evaluate.evaluation.Evaluation) shares: its settings, data,
+    tasks and the contents of their label files, as one string."""
+    label_files = sorted({task.prediction.labels for task in evaluation.tasks if task.prediction.labels})
     return dumps({"settings": asdict(evaluation.settings), "data": str(evaluation.meds_dir.resolve()),
-                  "tasks": [asdict(task) for task in evaluation.tasks]})
+                  "tasks": [asdict(task) for task in evaluation.tasks],
+                  "labels": {name: label_digest(name) for name in label_files}})
 
 
 class ReportCache:
