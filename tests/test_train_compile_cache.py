@@ -50,3 +50,35 @@ def test_off_means_no_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("SCALING_COMPILE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "medscaling" / "jax"
+
+
+@pytest.mark.slow
+def test_simulation_reads_the_sampler_from_the_cache(tmp_path):
+    """`scaling simulate` compiles its sampler into the cache; run again, it compiles nothing and writes the
+    same futures."""
+    from eval_builders import synth_cohort_and_store
+
+    from scaling.train.trainer import train_run
+
+    _, tokens = synth_cohort_and_store(tmp_path, patients=300)
+    config = {"data": str(tokens), "seed": 1,
+              "model": {"d_model": 24, "n_layers": 1, "n_heads": 3, "n_kv_heads": 1, "d_ff": 40},
+              "train": {"steps": 6, "batch_size": 8, "seq_len": 64, "lr": 1e-2, "warmup_steps": 2,
+                        "eval_every": 6, "checkpoint_every": 6, "log_every": 6, "eval_tokens": 1000}}
+    train_run(config, tmp_path / "run", progress=False)
+    cache = tmp_path / "sampler-cache"
+    env = {**os.environ, "SCALING_COMPILE_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
+
+    def simulate(name: str) -> pd.DataFrame:
+        command = [sys.executable, "-m", "scaling", "simulate", str(tmp_path / "run"), "--patients", "12",
+                   "--samples", "2", "--max-new-tokens", "24", "--out", str(tmp_path / name)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return pd.read_parquet(tmp_path / name / "data" / "futures.parquet")
+
+    first = simulate("a")
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "the simulation wrote no compiled program"
+    second = simulate("b")
+    assert sorted(p.name for p in cache.iterdir()) == entries  # every program it needed was there
+    pd.testing.assert_frame_equal(first, second)

@@ -132,8 +132,15 @@ def test_a_run_stopped_on_4_devices_resumes_on_1_device(tmp_path):
     run_on_devices(4, config, run)
     (run / "summary.json").unlink()  # as if it had stopped right after its checkpoint at step 18
     shutil.rmtree(run / "checkpoints" / "24")
+    before = pd.read_parquet(run / "metrics.parquet")
     resumed = run_on_devices(1, config, run)
     assert not (run / "checkpoints_damaged").exists()
+    # the rows up to the checkpoint are the 4-device run's own, measured speeds included: a run started again
+    # from step 0 would have logged them anew (its speeds differ)
+    after = pd.read_parquet(run / "metrics.parquet")
+    kept = before[before["step"] <= 18]
+    pd.testing.assert_frame_equal(after[after["step"] <= 18].reset_index(drop=True), kept.reset_index(drop=True))
+    assert "tokens_per_s" in kept and kept["tokens_per_s"].notna().any()
     assert (resumed["devices"], resumed["status"], resumed["steps"]) == (1, "finished", 24)
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
     assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-5)

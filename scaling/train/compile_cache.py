@@ -6,6 +6,9 @@ Where: $SCALING_COMPILE_CACHE, else $XDG_CACHE_HOME/medscaling/jax (~/.cache/med
 version, so one directory serves every shape, dtype and jax install. Measured here on a 4-layer d_model 32
 train step: first call 7.7-9.2 s without an entry, 2.4 s with one; building the parameters 8-10 s -> 3.6 s.
 
+Every process that trains a run (scaling.train.trainer) or loads one (RunDir.load_model: evaluation,
+simulation, the notebooks) uses it, so the sampler's programs are shared too.
+
 `CompileLog` counts, for one run, the programs read from the cache and those compiled, and the seconds spent
 compiling (JAX's own monitoring events); the trainer puts them in summary.json's `compile`.
 """

@@ -223,8 +223,12 @@ class RunDir:
         import orbax.checkpoint as ocp
         from flax import nnx
 
+        from scaling.train.compile_cache import enable_compilation_cache
         from scaling.train.step import abstract_model
 
+        # The sampler's programs depend on the shape, not on the run: the sweep's runs of one shape, a re-run
+        # or a resumed evaluation read them from the shared cache instead of compiling them again.
+        enable_compilation_cache()
         record = self.read_record()
         config = parse_run_config(record["config"], source=str(self.config_path))
         if not self.checkpoints_path.is_dir():
