@@ -30,7 +30,11 @@ from scaling.train.step import (
     make_train_chunk,
     replicated,
 )
-from scaling.train.trainer import ChunkFeeder, device_peak_flops  # the trainer's own prefetcher and peak
+from scaling.train.trainer import (  # the trainer's own prefetcher, peak and attention choice
+    ChunkFeeder,
+    attention_implementation,
+    device_peak_flops,
+)
 
 
 def random_split(vocab_size: int, n_tokens: int, seed: int = 0) -> TokenSplit:
@@ -42,12 +46,13 @@ class ProjectTrainLoop:
     """The trainer's hot loop on random data, compiled once and timed as often as asked."""
 
     def __init__(self, shape: ModelShape, batch_size: int, seq_len: int, dtype: str = "float32",
-                 steps_per_dispatch: int = 10):
+                 steps_per_dispatch: int = 10, attention: str = "auto"):
         split_cpu_into_devices()  # as the trainer does: one device per core on a CPU
         self.devices = training_devices(batch_size)
         mesh = data_mesh(self.devices)
         compute_dtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-        impl = "cudnn" if jax.default_backend() == "gpu" and dtype == "bfloat16" else None
+        self.attention = attention_implementation(attention, dtype, "--attention ") or "xla"
+        impl = None if self.attention == "xla" else self.attention
         graphdef, params = init_model(shape, 0, compute_dtype, impl)
         tx = make_optimizer(learning_rate_schedule("cosine", 1e-3, 10**6, 100))
         self.params, self.opt_state = jax.device_put((params, tx.init(params)), replicated(mesh))
@@ -86,9 +91,9 @@ class ProjectTrainLoop:
 
 
 def bench_train(shape: ModelShape, batch_size: int, seq_len: int, dtype: str = "float32",
-                steps_per_dispatch: int = 10, seconds: float = 10.0, log=None) -> dict:
+                steps_per_dispatch: int = 10, seconds: float = 10.0, log=None, attention: str = "auto") -> dict:
     """Run the project's training loop for about `seconds` after compilation; return throughput figures."""
-    loop = ProjectTrainLoop(shape, batch_size, seq_len, dtype, steps_per_dispatch)
+    loop = ProjectTrainLoop(shape, batch_size, seq_len, dtype, steps_per_dispatch, attention)
     try:
         if log:
             log(f"compiled in {loop.compile_s:.1f} s; timing for {seconds:.0f} s")
@@ -109,6 +114,7 @@ def bench_train(shape: ModelShape, batch_size: int, seq_len: int, dtype: str = "
         "seq_len": seq_len,
         "dtype": dtype,
         "steps_per_dispatch": steps_per_dispatch,
+        "attention": loop.attention,
         "devices": len(loop.devices),
         "device": jax.devices()[0].device_kind,
         "final_loss": float(np.asarray(loop.losses)[-1]),

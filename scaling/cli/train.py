@@ -60,6 +60,8 @@ def bench_train(
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 or bfloat16."),
     steps_per_dispatch: int = typer.Option(10, "--steps-per-dispatch", help="Optimizer steps per call."),
     seconds: float = typer.Option(10.0, "--seconds", help="How long to time after compiling."),
+    attention: str = typer.Option("auto", "--attention",
+                                  help="auto (cuDNN flash attention on a GPU in bfloat16, else XLA), xla or cudnn."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Time the project's training step (the trainer's own hot loop) on random tokens.
@@ -79,15 +81,18 @@ def bench_train(
     from models.ladder import family_shape
     from scaling.bench.train import bench_train as run
     from scaling.common.errors import InputError
+    from scaling.train.config import ATTENTION_IMPLS
 
     if dtype not in ("float32", "bfloat16"):
         raise InputError(f"--dtype {dtype}; expected float32 or bfloat16")
+    if attention not in ATTENTION_IMPLS:
+        raise InputError(f"--attention {attention}; expected one of {', '.join(ATTENTION_IMPLS)}")
     for name, value in (("--batch", batch), ("--seq-len", seq_len), ("--steps-per-dispatch", steps_per_dispatch)):
         if value < 1:
             raise InputError(f"{name} {value}; expected a positive integer")
     shape = family_shape(d_model, vocab, seq_len, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads)
     console = stderr_console()
-    result = run(shape, batch, seq_len, dtype, steps_per_dispatch, seconds, log=console.print)
+    result = run(shape, batch, seq_len, dtype, steps_per_dispatch, seconds, log=console.print, attention=attention)
     if json_output:
         print_json(result)
     else:

@@ -113,14 +113,8 @@ def plan_run(config: RunConfig, store: TokenStore, source: str | None = None) ->
     subset = train_subset(store, config.train.unique_tokens, config.train.seq_len + 1, source=source)
     counts = count_params(shape)
     dtype = config.train.dtype
-    impl = config.train.attention
-    if impl == "auto":
-        impl = "cudnn" if jax.default_backend() == "gpu" and dtype == "bfloat16" else None
-    elif impl == "xla":
-        impl = None
-    elif jax.default_backend() != "gpu":
-        raise InputError(f"{source + ': ' if source else ''}train.attention = 'cudnn' needs an NVIDIA GPU; this "
-                         f"process runs JAX on {jax.default_backend()} (use 'auto' or 'xla')")
+    impl = attention_implementation(config.train.attention, dtype,
+                                    f"{source + ': ' if source else ''}train.attention = ")
     if store.split("tuning").n_tokens < config.train.seq_len + 1:
         raise InputError(f"{source + ': ' if source else ''}train.seq_len = {config.train.seq_len}: the tuning "
                          f"split of {store.path} has {store.split('tuning').n_tokens} tokens, fewer than one "
@@ -195,7 +189,10 @@ class ChunkFeeder:
             yield item
 
     def close(self) -> None:
+        """Stop the builder thread and wait for it: a daemon thread still inside a device transfer when the
+        interpreter exits aborted the process on a GPU ("terminate called ... exception not rethrown")."""
         self.stop.set()
+        self.thread.join(timeout=30)
 
 
 def put_batch(array: np.ndarray, sharding) -> jax.Array:
@@ -520,6 +517,19 @@ class RunLog:
 
 
 _copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def attention_implementation(choice: str, dtype: str, named: str = "attention ") -> str | None:
+    """`jax.nn.dot_product_attention`'s implementation for an attention choice (auto | xla | cudnn): auto is
+    cuDNN's flash attention on a GPU in bfloat16, else XLA's (None). `named` prefixes the error."""
+    if choice == "auto":
+        return "cudnn" if jax.default_backend() == "gpu" and dtype == "bfloat16" else None
+    if choice == "xla":
+        return None
+    if jax.default_backend() != "gpu":
+        raise InputError(f"{named}'cudnn' needs an NVIDIA GPU; this process runs JAX on {jax.default_backend()} "
+                         "(use 'auto' or 'xla')")
+    return "cudnn"
 
 
 def device_peak_flops(dtype: str) -> float | None:
