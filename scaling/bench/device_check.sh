@@ -29,7 +29,7 @@ model=(--d-model 768 --n-layers 12 --vocab 8192 --dtype bfloat16 --seconds 20 --
 train() {  # name, seq_len, batch, fallback batch for XLA attention
     echo "== train ${1}: context $2, batch $3" >&2
     if ! timeout 170 "${scaling[@]}" bench train "${model[@]}" --seq-len "$2" --batch "$3" >"$out/train_$1.json"; then
-        echo "== train ${1}: cuDNN attention failed; XLA attention, batch $4" >&2
+        echo "== train ${1}: failed; again with XLA's attention, batch $4" >&2
         timeout 150 "${scaling[@]}" bench train "${model[@]}" --seq-len "$2" --batch "$4" --attention xla \
             >"$out/train_$1.json" || echo "== train ${1}: failed" >&2
     fi

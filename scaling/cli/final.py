@@ -89,6 +89,44 @@ def final(
                       + ("" if error is None else f" ({100 * error:+.1f}%)") + f" -> {out}")
 
 
+@app.command("ladder")
+def ladder(
+    run: Path = typer.Argument(..., help="A run directory (its config.json): the shape and recipe to repeat."),
+    fractions: str = typer.Option("1/30,1/10,1/3", help="Fractions of the run's training steps, comma-separated."),
+    out: Path = typer.Option(None, help="Where the rungs go, as OUT/runs/<name> (default: beside RUN, RUN-ladder)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON row per rung on stdout."),
+) -> None:
+    """Train RUN's model with RUN's recipe at fractions of its training: a ladder along one shape.
+
+    Each rung differs from RUN only in its tokens (fraction x RUN's steps). OUT is a sweep directory:
+    `scaling evaluate OUT` scores every finished rung, and `scaling downstream` on that evaluation predicts
+    RUN's metrics from laws along its own shape, which carry a metric that rises with training length
+    (docs/evaluation.md, "A ladder along the target's shape"). Re-running resumes or skips each rung.
+
+    Examples:
+
+      scaling ladder runs/demo/final
+
+      scaling ladder runs/final --fractions 0.1,0.3 --out runs/final-ladder
+
+      scaling evaluate runs/demo/final-ladder --samples 32 --patients 1000 --out runs/ladder-eval
+    """
+    from scaling.pipeline.ladder import parse_fractions, train_ladder  # lazy: the training stack
+
+    console = stderr_console()
+    values = parse_fractions(fractions)
+    out = out or run.parent / f"{run.name}-ladder"
+    rows = train_ladder(run, values, out, progress=not quiet)
+    if json_output:
+        print_json(rows)
+    for row in rows:
+        loss = "none" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
+        console.print(f"{row['name']}: {row['steps']:,} steps, {row['tokens']:,.0f} tokens, {row['status']}, "
+                      f"val loss {loss}", highlight=False)
+    console.print(f"ladder of {run} ({sum(values):.2f} x its compute) -> {out}", highlight=False)
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),

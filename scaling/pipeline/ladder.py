@@ -1,0 +1,77 @@
+"""A ladder along one run's shape: the same model and training recipe at fractions of its tokens.
+
+A downstream metric can rise with training length faster than a law in loss across a sweep's sizes carries
+(on the demo, death's AUROC: 0.9 per nat across the sweep's runs, about 3 per nat along the final shape's
+training; docs/evaluation.md, "A ladder along the target's shape"). Runs of the target's own shape at C/30,
+C/10 and C/3, evaluated like the sweep's runs, give `scaling downstream` a law along that shape.
+
+`train_ladder(run, fractions, out)` trains into `out/runs/<name>/` (a sweep directory, so `scaling evaluate
+out` takes every finished rung) one run per fraction, in order, each resuming or skipping as `scaling train`
+does; only `train.tokens` (and `train.steps`) differ from the run's own config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+from scaling.common.errors import InputError
+from scaling.train.config import RunConfig, parse_run_config
+from scaling.train.run_dir import RunDir
+
+
+def parse_fractions(text: str) -> list[float]:
+    """'1/30,1/10,1/3' or '0.1,0.3' -> sorted fractions, each strictly between 0 and 1."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(Fraction(part.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"--fractions {text}: {part.strip()!r} is not a number or a ratio such as 1/10") from None
+        if not 0 < value < 1:
+            raise InputError(f"--fractions {text}: {part.strip()} is not strictly between 0 and 1")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise InputError(f"--fractions {text}: a fraction is given twice")
+    return sorted(values)
+
+
+def rung_name(fraction: float) -> str:
+    return f"frac{fraction:.3g}"
+
+
+def ladder_configs(config: RunConfig, fractions: Sequence[float], source: str) -> list[tuple[str, RunConfig]]:
+    """(name, config) per fraction: the run's config with tokens = fraction x the run's tokens (whole steps)."""
+    rungs = []
+    for fraction in fractions:
+        steps = max(1, round(fraction * config.total_steps))
+        train = replace(config.train, steps=None, tokens=float(steps * config.tokens_per_step))
+        # Through the parser again, so a recipe this short refuses what a config file would (warmup >= steps).
+        raw = replace(config, train=train).to_dict()
+        rung = parse_run_config(raw, source=f"{source} at fraction {fraction:.3g} ({steps} steps)")
+        rungs.append((rung_name(fraction), rung))
+    return rungs
+
+
+def train_ladder(run: Path, fractions: Sequence[float], out: Path | None = None, *, progress: bool = True
+                 ) -> list[dict]:
+    """Train the ladder of `run` (a run directory: its config.json) into `out` (default: beside it,
+    <name>-ladder); return one row per rung: name, fraction, steps, tokens, status, val_loss."""
+    from scaling.train.trainer import train_run  # lazy: JAX loads only when something trains
+
+    run_dir = RunDir(run)
+    if not run_dir.is_run():
+        raise InputError(f"{run}: not a run directory (no {RunDir.CONFIG})")
+    config = run_dir.read_config()
+    out = Path(out) if out is not None else run.parent / f"{run.name}-ladder"
+    rungs = ladder_configs(config, fractions, str(run_dir.config_path))
+    rows = []
+    for (name, rung), fraction in zip(rungs, fractions, strict=True):
+        summary = train_run(rung, out / "runs" / name, progress=progress)
+        rows.append({"name": name, "fraction": fraction, "steps": rung.total_steps,
+                     "tokens": rung.total_steps * rung.tokens_per_step, "status": summary.get("status"),
+                     "val_loss": summary.get("val_loss")})
+    return rows
+
