@@ -51,8 +51,8 @@ class ProjectTrainLoop:
         self.devices = training_devices(batch_size)
         mesh = data_mesh(self.devices)
         compute_dtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-        self.attention = attention_implementation(attention, dtype, "--attention ") or "xla"
-        impl = None if self.attention == "xla" else self.attention
+        impl = attention_implementation(attention, dtype, "--attention ")
+        self.attention = impl or "xla"
         graphdef, params = init_model(shape, 0, compute_dtype, impl)
         tx = make_optimizer(learning_rate_schedule("cosine", 1e-3, 10**6, 100))
         self.params, self.opt_state = jax.device_put((params, tx.init(params)), replicated(mesh))

@@ -112,11 +112,11 @@ def ladder(
 
       scaling evaluate runs/demo/final-ladder --samples 32 --patients 1000 --out runs/ladder-eval
     """
-    from scaling.pipeline.ladder import parse_fractions, train_ladder  # lazy: the training stack
+    from scaling.pipeline.ladder import default_ladder_dir, parse_fractions, train_ladder  # lazy: the training stack
 
     console = stderr_console()
     values = parse_fractions(fractions)
-    out = out or run.parent / f"{run.name}-ladder"
+    out = out or default_ladder_dir(run)
     rows = train_ladder(run, values, out, progress=not quiet)
     if json_output:
         print_json(rows)

@@ -55,17 +55,19 @@ def ladder_configs(config: RunConfig, fractions: Sequence[float], source: str) -
     return rungs
 
 
-def train_ladder(run: Path, fractions: Sequence[float], out: Path | None = None, *, progress: bool = True
-                 ) -> list[dict]:
-    """Train the ladder of `run` (a run directory: its config.json) into `out` (default: beside it,
-    <name>-ladder); return one row per rung: name, fraction, steps, tokens, status, val_loss."""
+def default_ladder_dir(run: Path) -> Path:
+    return run.parent / f"{run.name}-ladder"
+
+
+def train_ladder(run: Path, fractions: Sequence[float], out: Path, *, progress: bool = True) -> list[dict]:
+    """Train the ladder of `run` (a run directory: its config.json) into `out`; return one row per rung:
+    name, fraction, steps, tokens, status, val_loss."""
     from scaling.train.trainer import train_run  # lazy: JAX loads only when something trains
 
     run_dir = RunDir(run)
     if not run_dir.is_run():
         raise InputError(f"{run}: not a run directory (no {RunDir.CONFIG})")
     config = run_dir.read_config()
-    out = Path(out) if out is not None else run.parent / f"{run.name}-ladder"
     rungs = ladder_configs(config, fractions, str(run_dir.config_path))
     rows = []
     for (name, rung), fraction in zip(rungs, fractions, strict=True):
@@ -74,4 +76,3 @@ def train_ladder(run: Path, fractions: Sequence[float], out: Path | None = None,
                      "tokens": rung.total_steps * rung.tokens_per_step, "status": summary.get("status"),
                      "val_loss": summary.get("val_loss")})
     return rows
-
