@@ -1,6 +1,6 @@
 """`scaling demo` end to end on a tiny cohort and grid: every stage's files, the report's sections, the
-downstream evaluation of sweep runs (at each budget the best and the best of the next larger size) and the
-final run, and a re-run that redoes nothing."""
+downstream evaluation of sweep runs (at each budget the best and the best of the next larger size), of the
+final shape's ladder and of the final run, a downstream law from each, and a re-run that redoes nothing."""
 
 import json
 from pathlib import Path
@@ -10,6 +10,7 @@ import pytest
 from test_notebooks import NOTEBOOK_DIR, run_notebook
 
 from scaling.pipeline.demo import FiniteStudy, run_demo
+from scaling.train.run_dir import RunDir
 
 TINY_TRAINING = """
 [train]
@@ -83,7 +84,19 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     assert len(chosen) > len(results["budget"].unique())  # the tiny grid has a larger size at some budget
     evaluation = json.loads((root / "evaluation" / "evaluation.json").read_text())
     evaluated = [Path(run["run"]["run_dir"]).name for run in evaluation["runs"]]
-    assert evaluated == [*chosen, "final"]
+    # the ladder: the final run's config at 1/30, 1/10 and 1/3 of its steps, scored between the sweep and the final
+    def config_without_length(run_dir):
+        config = RunDir(run_dir).read_config().to_dict()
+        return {**config, "train": {k: v for k, v in config["train"].items() if k not in ("tokens", "steps")}}
+
+    final_steps = json.loads((root / "final" / "summary.json").read_text())["steps"]
+    rungs = ["frac0.0333", "frac0.1", "frac0.333"]
+    for rung, fraction in zip(rungs, (1 / 30, 1 / 10, 1 / 3), strict=True):
+        rung_dir = root / "final-ladder" / "runs" / rung
+        summary = json.loads((rung_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["steps"] == round(fraction * final_steps)
+        assert config_without_length(rung_dir) == config_without_length(root / "final")
+    assert evaluated == [*chosen, *rungs, "final"]
     assert not (root / "evaluation.partial").exists()  # the per-run reports kept while it ran are gone
     assert {t["kind"] for t in evaluation["runs"][-1]["tasks"]} == {"binary", "count", "duration"}
     # the final run's metrics were predicted from the sweep's runs before it was evaluated, at its forecast loss
@@ -95,10 +108,14 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     fitted = [(t["name"], e) for t in downstream["tasks"] for e, b in t["estimators"].items() if "law_vs_loss" in b]
     assert ("length_of_stay", "model") in fitted  # MAE is defined on every run; AUROC needs enough positives
     assert (root / "downstream_law.png").is_file()
+    along = json.loads((root / "downstream_forecast_ladder.json").read_text())  # the second law: on the rungs only
+    assert along["registered_before_evaluation"] and [Path(r).name for r in along["fitted_on"]] == rungs
+    assert along["target"] == downstream["target"]
 
     report = (root / "report.md").read_text()
     for heading in ("## Fitted laws", "## The final run", "## Downstream evaluation by simulation",
-                    "### The downstream law"):
+                    "### The downstream law: the final run's metrics predicted from the sweep",
+                    "### The downstream law: the final run's metrics predicted along its own shape"):
         assert heading in report
     final_tasks = evaluation["runs"][-1]["tasks"]
     starts = tuple(f"| {t['name']} | {t['kind']} |" for t in final_tasks)
@@ -124,7 +141,8 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     run_notebook(NOTEBOOK_DIR / "explore_demo.ipynb")
 
     before = {p: p.read_bytes() for p in [root / "evaluation" / "evaluation.json", root / "final" / "summary.json",
-                                          root / "downstream_forecast.json"]}
+                                          root / "downstream_forecast.json", root / "downstream_forecast_ladder.json",
+                                          *(root / "final-ladder" / "runs" / r / "summary.json" for r in rungs)]}
     messages = []
     second = run_demo(root, patients=1500, grid=grid, final_multiple=2.0, finite=finite, log=messages.append)
     for stage in ("cohort", "tokens", "fit", "evaluation", "finite cohort", "finite tokens"):
@@ -163,3 +181,28 @@ def test_report_reads_the_verdicts_against_the_true_risk():
     assert lines[-2] == ("On it, the final model's fraction of futures is level with; with its own probabilities, "
                          "ahead of.")
     assert true_risk_lines([{"name": "stay", "kind": "duration", "model": {"mae": 2.0}}], 32, str) == []
+
+
+def test_evaluation_stage_is_done_only_when_every_laws_runs_were_scored(tmp_path):
+    """A demo evaluated before it had a ladder holds none of the rungs: the stage must run again (not be reused
+    with a ladder law that has nothing to fit)."""
+    from scaling.pipeline.demo import LawSource, evaluated_all, reports_of
+
+    sweep = [tmp_path / "sweep" / "runs" / name for name in ("a", "b")]
+    rungs = [tmp_path / "final-ladder" / "runs" / name for name in ("frac0.1", "frac0.333")]
+    sources = [LawSource("sweep", sweep, tmp_path / "f.json", tmp_path / "f.png"),
+               LawSource("ladder", rungs, tmp_path / "g.json", tmp_path / "g.png")]
+    out = tmp_path / "evaluation"
+    assert not evaluated_all(out, sources)  # nothing evaluated yet
+    out.mkdir()
+
+    def write(runs):
+        (out / "evaluation.json").write_text(json.dumps({"runs": [{"run": {"run_dir": str(r)}} for r in runs]}))
+
+    write([*sweep, tmp_path / "final"])
+    assert not evaluated_all(out, sources)
+    assert evaluated_all(out, sources[:1])
+    write([*sweep, *rungs, tmp_path / "final"])
+    assert evaluated_all(out, sources)
+    reports = json.loads((out / "evaluation.json").read_text())["runs"]
+    assert [Path(r["run"]["run_dir"]).name for r in reports_of(reports, rungs[::-1])] == ["frac0.1", "frac0.333"]

@@ -132,10 +132,15 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),
     patients: int = typer.Option(None, help="Cohort size (default: the demo preset)."),
     grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: sweeps/grids/quickstart.toml)."),
+    ladder: bool = typer.Option(True, "--ladder/--no-ladder",
+                                help="Train the final run's shape at 1/30, 1/10 and 1/3 of its steps and fit a "
+                                     "second downstream law on them (about half the final run's compute and "
+                                     "three more evaluations)."),
     track: str = track_option(),
 ) -> None:
     """The main job end to end: cohort, tokens, quickstart sweep on local Ray, fits, recommendation, final
-    run, downstream evaluation, report (runs/demo/report.md). Re-running reuses everything finished.
+    run, its ladder, downstream evaluation, report (runs/demo/report.md). Re-running reuses everything
+    finished.
 
     Examples:
 
@@ -143,10 +148,11 @@ def demo(
 
       scaling demo --out /tmp/demo --patients 5000
     """
-    from scaling.pipeline.demo import DEMO_PATIENTS, run_demo  # lazy: start-up time (the whole pipeline)
+    from scaling.pipeline.demo import DEMO_PATIENTS, LADDER_FRACTIONS, run_demo  # lazy: start-up time
     from scaling.train.tracking import track as track_runs
 
     track_runs(track)
 
     console = stderr_console()
-    run_demo(out, patients or DEMO_PATIENTS, grid=grid, log=lambda m: console.print(m, highlight=False))
+    run_demo(out, patients or DEMO_PATIENTS, grid=grid, ladder=LADDER_FRACTIONS if ladder else (),
+             log=lambda m: console.print(m, highlight=False))

@@ -5,7 +5,7 @@
   both estimators (the outcome each future drew, and the model's probabilities summed along it);
 - metric_vs_compute / metric_vs_loss: for several runs, each task's primary metric against the run's
   training compute C (summary.json `flops`, 6·N·D) and against its validation loss;
-- downstream_law: a downstream forecast (scaling.evaluate.downstream): each task's sweep runs, the law
+- downstream_law: a downstream forecast (scaling.evaluate.downstream): each task's runs fitted on, the law
   fitted to them against validation loss, the prediction at the forecast loss with its interval and, once
   graded, the metric the target reached.
 
@@ -128,7 +128,7 @@ def plot_downstream_law(forecast: dict, estimator: str = "model") -> figure.Figu
         below = [r["value"] - r["ci"][0] if r.get("ci") else 0 for r in runs]
         above = [r["ci"][1] - r["value"] if r.get("ci") else 0 for r in runs]
         ax.errorbar([r["val_loss"] for r in runs], [r["value"] for r in runs], yerr=[below, above], fmt="o",
-                    color="tab:blue", capsize=3, label="sweep runs")
+                    color="tab:blue", capsize=3, label="runs fitted on")
         ends = [r["val_loss"] for r in runs] + [target["forecast_loss"]]
         if forecast.get("actual_loss") is not None:
             ends.append(forecast["actual_loss"])

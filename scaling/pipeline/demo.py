@@ -2,9 +2,11 @@
 
     cohort (synthetic MEDS) -> token store -> quickstart IsoFLOP sweep on local Ray -> fits, bootstrap,
     backtest, figures -> recommendation at a budget several times the sweep's largest -> the final run
+    -> a ladder along the final run's shape (its model and recipe at 1/30, 1/10 and 1/3 of its steps)
     -> downstream evaluation of sweep runs (at each budget the best and the best of the next larger size;
-    simulated futures against baselines and the oracle), the final run's metrics predicted from them (a
-    downstream law, registered before the final run is evaluated), then the final run's evaluation -> finite
+    simulated futures against baselines and the oracle) and of the ladder's rungs, the final run's metrics
+    predicted from each (two downstream laws, registered before the final run is evaluated), then the final
+    run's evaluation -> finite
     data: a small cohort, a size x tokens x unique-data sweep, the optimum under a data cap and its final run
     (runs/demo/finite/) -> runs/demo/report.md (scaling.pipeline.report)
 
@@ -36,10 +38,11 @@ from scaling.evaluate.figures import plot_downstream_law
 from scaling.evaluate.report_cache import ReportCache, fingerprint
 from scaling.evaluate.tasks import load_tasks
 from scaling.pipeline.final import final_run
+from scaling.pipeline.ladder import default_ladder_dir, rung_name, train_ladder
 from scaling.pipeline.report import demo_report, finite_section
 from scaling.synth.generate import generate_cohort
 from scaling.synth.replay import entropy_floor_stats
-from scaling.train.run_dir import FINISHED
+from scaling.train.run_dir import FINISHED, RunDir
 from sweeps.engine import run_sweep
 from sweeps.grid import load_grid
 
@@ -53,6 +56,19 @@ EVAL_SAMPLES = 32  # rare outcomes need many futures: at K = 8 most patients' es
 # probability) is small enough for it to be the ceiling; at the model's K = 32 it fell below the baselines.
 ORACLE_SAMPLES = 1000
 EVAL_TRAIN_PATIENTS = 10_000
+# The ladder along the final run's shape (0.47 of its compute): on the demo, laws fitted on these three rungs
+# predicted all 8 true-risk AUROC pairs within 0.03, the sweep's runs 6 (docs/evaluation.md).
+LADDER_FRACTIONS = (1 / 30, 1 / 10, 1 / 3)
+
+
+@dataclass(frozen=True)
+class LawSource:
+    """The evaluated runs a downstream law is fitted on, and the files of its forecast and figure."""
+
+    label: str  # "sweep" or "ladder": the report's name for the runs
+    runs: list[Path]
+    forecast: Path
+    figure: Path
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,9 @@ class FiniteStudy:
 
 
 def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid: Path | None = None,
-             final_multiple: float = FINAL_MULTIPLE, finite: FiniteStudy = FiniteStudy(), log=print) -> dict:
+             final_multiple: float = FINAL_MULTIPLE, finite: FiniteStudy = FiniteStudy(),
+             ladder: tuple[float, ...] = LADDER_FRACTIONS, log=print) -> dict:
+    """`ladder`: fractions of the final run's steps to train its shape at (empty: no ladder)."""
     root = Path(root)
     grid_path = Path(grid or Path(sweeps.__file__).parent / "grids" / "quickstart.toml")
     started = time.perf_counter()
@@ -106,10 +124,20 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     prediction = final_run(results, final_compute, root / "final", bootstrap=BOOTSTRAP, report=report, log=log)
     recommendation = json.loads((root / "final" / "recommendation.json").read_text())["recommendation"]
     write_json_atomic(root / "recommendation.json", recommendation)
-    evaluation_dir, downstream_path = root / "evaluation", root / "downstream_forecast.json"
-    stage("evaluation", (evaluation_dir / "evaluation.json").is_file(),
-          lambda: evaluate_demo_runs(cohort, downstream_runs(sweep_dir), root / "final", evaluation_dir, log,
-                                     downstream_path))
+    sources = [LawSource("sweep", downstream_runs(sweep_dir), root / "downstream_forecast.json",
+                         root / "downstream_law.png")]
+    if ladder:
+        ladder_dir = default_ladder_dir(root / "final")
+        stage("ladder", False, lambda: log_ladder(train_ladder(root / "final", sorted(ladder), ladder_dir), log))
+        rungs = [ladder_dir / "runs" / rung_name(f) for f in sorted(ladder)]
+        sources.append(LawSource("ladder", [r for r in rungs if RunDir(r).status == FINISHED],
+                                 root / "downstream_forecast_ladder.json", root / "downstream_law_ladder.png"))
+    evaluation_dir = root / "evaluation"
+    # An evaluation from before the ladder is done again; its final run's metrics were already known then.
+    final_scored_before = (evaluation_dir / "evaluation.json").is_file()
+    stage("evaluation", evaluated_all(evaluation_dir, sources),
+          lambda: evaluate_demo_runs(cohort, sources, root / "final", evaluation_dir, log,
+                                     final_scored_before=final_scored_before))
     finite_dir = root / "finite"
     stage("finite cohort", (finite_dir / "cohort").exists(),
           lambda: generate_cohort(finite_dir / "cohort", finite.patients, seed=0, log=log))
@@ -121,12 +149,17 @@ def run_demo(root: Path = Path("runs/demo"), patients: int = DEMO_PATIENTS, grid
     stats = json.loads((tokens / "stats.json").read_text())
     fit = json.loads(fit_path.read_text())
     evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
-    downstream = graded_downstream(evaluation["runs"], root / "final", downstream_path, log)
-    law_figure = plot_downstream_law(downstream) if downstream else None
-    if law_figure is not None:
-        png = io.BytesIO()
-        law_figure.savefig(png, format="png", dpi=110)
-        write_file_atomic(root / "downstream_law.png", png.getvalue())
+    downstream = []  # (label, graded forecast, figure file name) per law
+    for source in sources:
+        graded = graded_downstream(evaluation["runs"], source, root / "final", log)
+        if graded is None:
+            continue
+        law_figure = plot_downstream_law(graded)
+        if law_figure is not None:
+            png = io.BytesIO()
+            law_figure.savefig(png, format="png", dpi=110)
+            write_file_atomic(source.figure, png.getvalue())
+        downstream.append((source.label, graded, source.figure.name))
     forecast_path = root / "final" / "forecast.json"
     forecast = json.loads(forecast_path.read_text()) if forecast_path.is_file() else None
     report = demo_report(grid_path, stats, fit, recommendation, prediction, sweep_dir, root, evaluation, forecast,
@@ -158,18 +191,37 @@ def downstream_runs(sweep_dir: Path) -> list[Path]:
     return [sweep_dir / "runs" / run_id for run_id in picked]
 
 
-def evaluate_demo_runs(cohort: Path, sweep_runs: list[Path], final: Path, out: Path, log=print,
-                       downstream_path: Path | None = None) -> None:
-    """Score the sweep's runs and then the final run on the shipped synthetic tasks, on the same patients, and
-    write `out`. In between, the final run's metrics are predicted from the sweep's (`downstream_path`)."""
+def evaluated_all(out: Path, sources: list[LawSource]) -> bool:
+    """Whether `out` holds an evaluation of every run the laws are fitted on (a demo from before the ladder has
+    none of its rungs: the stage runs again)."""
+    path = out / "evaluation.json"
+    if not path.is_file():
+        return False
+    reports = json.loads(path.read_text())["runs"]
+    return all(len(reports_of(reports, source.runs)) == len(source.runs) for source in sources)
+
+
+def log_ladder(rows: list[dict], log) -> None:
+    for row in rows:
+        loss = "none" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
+        log(f"ladder rung {row['name']}: {row['steps']:,} steps, {row['status']}, val loss {loss}")
+
+
+def evaluate_demo_runs(cohort: Path, sources: list[LawSource], final: Path, out: Path, log=print,
+                       final_scored_before: bool = False) -> None:
+    """Score the runs of every downstream law and then the final run on the shipped synthetic tasks, on the same
+    patients, and write `out`. In between, each law's prediction of the final run's metrics is registered
+    (marked as made after its evaluation where `final_scored_before`)."""
     settings = EvaluationSettings(patients=EVAL_PATIENTS, samples=EVAL_SAMPLES, oracle_samples=ORACLE_SAMPLES,
                                   train_patients=EVAL_TRAIN_PATIENTS, bootstrap=BOOTSTRAP)
     evaluation = Evaluation(cohort, load_tasks("synth"), settings, log=log)
     cache = ReportCache(out, fingerprint(evaluation))  # an interrupted stage resumes at the first run not scored
     reports = []
-    for run in [*sweep_runs, final]:
-        if run == final and downstream_path is not None:
-            register_downstream_forecast(reports, final, downstream_path, before_evaluation=True, log=log)
+    for run in [*(run for source in sources for run in source.runs), final]:
+        if run == final:
+            for source in sources:
+                register_downstream_forecast(reports, source, final, before_evaluation=not final_scored_before,
+                                             log=log)
         report, kept = cache.report(run, evaluation.evaluate_run)
         log(f"{run}: scored before the stage was interrupted ({cache.path})" if kept
             else f"evaluated {run} ({report['simulation']['seconds']} s of simulation)")
@@ -178,25 +230,31 @@ def evaluate_demo_runs(cohort: Path, sweep_runs: list[Path], final: Path, out: P
     cache.clear()
 
 
-def register_downstream_forecast(sweep_reports: list[dict], final: Path, path: Path, before_evaluation: bool,
+def reports_of(reports: list[dict], runs: list[Path]) -> list[dict]:
+    """The reports of `runs`, in the order of `reports`."""
+    wanted = {Path(run).resolve() for run in runs}
+    return [r for r in reports if Path(r["run"]["run_dir"]).resolve() in wanted]
+
+
+def register_downstream_forecast(reports: list[dict], source: LawSource, final: Path, before_evaluation: bool,
                                  log=print) -> None:
-    """Write the final run's downstream forecast once (a forecast already there is never rewritten), saying
-    whether it was made before the final run was evaluated."""
-    if path.is_file():
+    """Write the final run's downstream forecast from `source`'s reports once (a forecast already there is
+    never rewritten), saying whether it was made before the final run was evaluated."""
+    if source.forecast.is_file():
         return
     try:
-        forecast = downstream_forecast(sweep_reports, target_of(final))
+        forecast = downstream_forecast(reports_of(reports, source.runs), target_of(final))
     except InputError as error:
-        log(f"no downstream forecast: {error}")
+        log(f"no downstream forecast from the {source.label}: {error}")
         return
-    write_json_atomic(path, jsonable({**forecast, "registered_before_evaluation": before_evaluation}))
-    log(f"downstream forecast of {final} from {len(forecast['fitted_on'])} sweep runs: {path}")
+    write_json_atomic(source.forecast, jsonable({**forecast, "registered_before_evaluation": before_evaluation}))
+    log(f"downstream forecast of {final} from {len(forecast['fitted_on'])} {source.label} runs: {source.forecast}")
 
 
-def graded_downstream(reports: list[dict], final: Path, path: Path, log=print) -> dict | None:
-    """The registered downstream forecast graded against the final run's evaluation (the last report). An
-    evaluation from before the forecast existed gets one now, from its sweep runs only, marked as made after."""
-    register_downstream_forecast(reports[:-1], final, path, before_evaluation=False, log=log)
-    if not path.is_file():
+def graded_downstream(reports: list[dict], source: LawSource, final: Path, log=print) -> dict | None:
+    """`source`'s registered downstream forecast graded against the final run's evaluation (the last report).
+    An evaluation from before the forecast existed gets one now, marked as made after."""
+    register_downstream_forecast(reports[:-1], source, final, before_evaluation=False, log=log)
+    if not source.forecast.is_file():
         return None
-    return grade_downstream(json.loads(path.read_text()), reports[-1])
+    return grade_downstream(json.loads(source.forecast.read_text()), reports[-1])

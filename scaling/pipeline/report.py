@@ -114,7 +114,9 @@ def _interval(fit: dict, key: str) -> str:
 
 def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: dict, sweep_dir: Path,
                 root: Path, evaluation: dict | None = None, forecast: dict | None = None,
-                downstream: dict | None = None) -> str:
+                downstream: list[tuple[str, dict, str]] | None = None) -> str:
+    """`downstream`: (label, graded forecast, figure file in `root`) per downstream law: "sweep" fitted on the
+    sweep's evaluated runs, "ladder" on the final shape's ladder."""
     results = pd.read_parquet(sweep_dir / "results.parquet")
     floor = (stats.get("entropy_floor") or {}).get("tuning", {})
     a2, a3 = fit.get("approach2") or {}, fit.get("approach3") or {}
@@ -178,10 +180,10 @@ def demo_report(grid_path: Path, stats: dict, fit: dict, rec: dict, prediction: 
     ]
     if evaluation:
         lines += evaluation_section(evaluation, root)
-    if downstream:
-        lines += downstream_section(downstream)
-        if (root / "downstream_law.png").is_file():
-            lines += ["![downstream_law](downstream_law.png)", ""]
+    for label, graded, figure in downstream or []:
+        lines += downstream_section(graded, label)
+        if (root / figure).is_file():
+            lines += [f"![{figure[:-4]}]({figure})", ""]
     lines += ["## Figures of the fits", ""]
     for png in sorted((root / "figures").glob("*.png")):
         lines.append(f"![{png.stem}](figures/{png.name})")
@@ -269,7 +271,8 @@ def evaluation_section(evaluation: dict, root: Path) -> list[str]:
     ]
     lines += true_risk_lines(final["tasks"], evaluation["samples"], counted)
     lines += [
-        "Across model sizes (the evaluated sweep runs, then the final run), on the same patients:",
+        "Across model sizes and training lengths (the evaluated sweep runs, the rungs of the final shape's ladder "
+        "where the demo trained one, then the final run), on the same patients:",
         "",
         "| run | N | C (FLOPs) | val loss | " + " | ".join(
             f"{t['name']} {PRIMARY_METRIC[t['kind']]}" for t in final["tasks"]) + " |",
@@ -363,16 +366,24 @@ def finite_section(finite_dir: Path, prediction: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def downstream_section(graded: dict) -> list[str]:
-    """The final run's metrics predicted from the sweep's evaluated runs (scaling.evaluate.downstream), next to
-    what its evaluation measured."""
+def downstream_section(graded: dict, label: str = "sweep") -> list[str]:
+    """The final run's metrics predicted from evaluated runs (scaling.evaluate.downstream), next to what its
+    evaluation measured. `label`: "sweep" (the sweep's runs) or "ladder" (the final shape at fractions of its
+    training)."""
     actual_loss = "-" if graded.get("actual_loss") is None else f"{graded['actual_loss']:.4f}"
+    runs = {"sweep": "sweep runs", "ladder": "rungs of the ladder"}[label]
     when = ("before the final run was evaluated" if graded.get("registered_before_evaluation", True)
-            else "after the final run was evaluated (from the sweep's runs only)")
+            else f"after the final run was evaluated (from the {runs} only)")
+    heading, about = {
+        "sweep": ("the final run's metrics predicted from the sweep", ""),
+        "ladder": ("the final run's metrics predicted along its own shape",
+                   " (the final run's model and recipe trained to fractions of its steps: a metric that rises "
+                   "with training length more than across the sweep's sizes is carried by these)"),
+    }[label]
     lines = [
-        "### The downstream law: the final run's metrics predicted from the sweep",
+        f"### The downstream law: {heading}",
         "",
-        f"Each task's metric across the {len(graded['fitted_on'])} evaluated sweep runs is fitted against their "
+        f"Each task's metric across the {len(graded['fitted_on'])} evaluated {runs}{about} is fitted against their "
         "validation loss L and against log10 C, by the curve that best predicts each run left out (a constant, a "
         "line, or a sigmoid from chance for AUROC and exp(a + b L) for MAE; the column 'law'). Two steps, "
         f"as OLMo's ladder and Llama 3 predict benchmarks: the final run's loss forecast "
