@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from train_builders import random_token_store
+from train_builders import random_token_store, tiny_run_config, write_toml
 
 from analysis.data_constrained import constrained_optimum
 from analysis.example_table import synthetic_data_constrained_table, synthetic_isoflop_table
@@ -230,6 +230,44 @@ def test_final_asks_for_what_the_cluster_does_not_have(tmp_path, loopback_cluste
         result = subprocess.run(command, env=cluster_env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert expected in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ladder_on_a_ray_cluster_matches_the_in_process_ladder(tmp_path, loopback_cluster):
+    """`scaling ladder --address` trains each rung as a Ray task on a node of the cluster, to the losses the
+    same rungs reach in one process (one CPU device in both)."""
+    address, cluster_env = loopback_cluster
+    store = random_token_store(tmp_path / "tok")
+    run = tmp_path / "final"
+    train = subprocess.run([sys.executable, "-m", "scaling", "train", "--quiet", str(write_config(tmp_path, store)),
+                            "--out", str(run)], env=without_ray_address(), capture_output=True, text=True,
+                           timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+
+    def ladder(out, env, *extra):
+        command = [sys.executable, "-m", "scaling", "ladder", str(run), "--fractions", "1/4,1/2", "--out", str(out),
+                   "--quiet", "--json", *extra]
+        return run_final(command, env)
+
+    here = ladder(tmp_path / "here", {**without_ray_address(), "SCALING_CPU_DEVICES": "1"})
+    on_ray = ladder(tmp_path / "ray", cluster_env, "--address", address)
+    assert [(r["name"], r["steps"], r["status"]) for r in on_ray] == [("frac0.25", 6, "finished"),
+                                                                      ("frac0.5", 12, "finished")]
+    for a, b in zip(here, on_ray, strict=True):
+        assert_same_record(b, a)
+    for name in ("frac0.25", "frac0.5"):
+        a, b = (json.loads((tmp_path / d / "runs" / name / "summary.json").read_text()) for d in ("here", "ray"))
+        timings = {"tokens_per_s": None, "startup_s": None, "compile": None}
+        assert_same_record({**b, **timings}, {**a, **timings})
+        records = [json.loads((tmp_path / d / "runs" / name / "ladder.json").read_text()) for d in ("here", "ray")]
+        assert records[0] == records[1] and records[0]["run"] == str(run)
+
+
+def write_config(root, store):
+    path = root / "final.toml"
+    write_toml(path, tiny_run_config(store, steps=24, warmup_steps=2))
+    return path
 
 
 # The driver never wrote recommendation.json into `unshared`, as if it were on a disk only the driver has.

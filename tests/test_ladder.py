@@ -27,7 +27,8 @@ def trained_run(tmp_path_factory):
 def test_fractions_read_as_ratios_or_decimals_and_come_back_sorted():
     assert parse_fractions("1/3, 0.1,1/30") == [float(Fraction(1, 30)), 0.1, float(Fraction(1, 3))]
     for text, message in (("0", "not strictly between 0 and 1"), ("1", "not strictly between 0 and 1"),
-                          ("1/0", "not a number"), ("x", "not a number"), ("0.1,1/10", "given twice")):
+                          ("1/0", "not a number"), ("x", "not a number"), ("0.1,1/10", "given twice"),
+                          ("0.1,0.10001", "two fractions share the rung name frac0.1")):
         with pytest.raises(InputError, match=message):
             parse_fractions(text)
 
@@ -63,6 +64,8 @@ def test_ladder_trains_each_rung_as_a_sweep_directory_then_redoes_nothing(traine
         rung = RunDir(out / "runs" / row["name"])
         assert rung.read_summary()["steps"] == row["steps"]
         assert rung.read_shape() == RunDir(trained_run).read_shape()
+        assert json.loads((rung.path / "ladder.json").read_text()) == {
+            "run": str(trained_run.absolute()), "fraction": row["fraction"], "steps": row["steps"]}
     metrics = out / "runs" / "frac0.5" / "metrics.parquet"
     before = metrics.stat().st_mtime_ns
     code, stdout, err = run_cli("ladder", trained_run, "--fractions", "1/4,1/2", "--quiet", "--json")
@@ -74,3 +77,10 @@ def test_ladder_refuses_a_directory_without_a_run_in_one_line(tmp_path, run_cli)
     code, out, err = run_cli("ladder", tmp_path, "--quiet")
     assert code == 2 and out == ""
     assert err.strip() == f"error: {tmp_path}: not a run directory (no config.json)"
+
+
+def test_cluster_options_without_an_address_are_refused_in_one_line(trained_run, run_cli, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code, out, err = run_cli("ladder", trained_run, "--hosts", "2", "--quiet")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--hosts 2 is for a run on a Ray cluster and needs --address" in err

@@ -94,6 +94,11 @@ def ladder(
     run: Path = typer.Argument(..., help="A run directory (its config.json): the shape and recipe to repeat."),
     fractions: str = typer.Option("1/30,1/10,1/3", help="Fractions of the run's training steps, comma-separated."),
     out: Path = typer.Option(None, help="Where the rungs go, as OUT/runs/<name> (default: beside RUN, RUN-ladder)."),
+    address: str = typer.Option(None, envvar="RAY_ADDRESS",
+                                help="Ray cluster to train each rung on, as `scaling final` does (default: here)."),
+    hosts: int = typer.Option(1, help="With --address: nodes to train each rung on together, one task each."),
+    gpus: int = typer.Option(None, help="With --address: GPUs per host (default 0)."),
+    cpus: int = typer.Option(None, help="With --address: CPUs per host, also its XLA thread pool (default 1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON row per rung on stdout."),
 ) -> None:
@@ -104,6 +109,9 @@ def ladder(
     RUN's metrics from laws along its own shape, which carry a metric that rises with training length
     (docs/evaluation.md, "A ladder along the target's shape"). Re-running resumes or skips each rung.
 
+    With --address (or RAY_ADDRESS) each rung trains on that Ray cluster as `scaling final --address` does; RUN,
+    OUT and the token store must then be on a filesystem every node sees at the same path.
+
     Examples:
 
       scaling ladder runs/demo/final
@@ -111,13 +119,18 @@ def ladder(
       scaling ladder runs/final --fractions 0.1,0.3 --out runs/final-ladder
 
       scaling evaluate runs/demo/final-ladder --samples 32 --patients 1000 --out runs/ladder-eval
+
+      scaling ladder /shared/final --address HEAD:6379 --gpus 8 --cpus 32
     """
-    from scaling.pipeline.ladder import default_ladder_dir, parse_fractions, train_ladder  # lazy: the training stack
+    from scaling.pipeline.final import cluster_for  # lazy: the training stack
+    from scaling.pipeline.ladder import default_ladder_dir, parse_fractions, train_ladder
 
     console = stderr_console()
+    cluster = cluster_for(address, hosts, gpus, cpus)
     values = parse_fractions(fractions)
     out = out or default_ladder_dir(run)
-    rows = train_ladder(run, values, out, progress=not quiet)
+    rows = train_ladder(run, values, out, progress=not quiet, cluster=cluster,
+                        log=lambda m: console.print(m, highlight=False))
     if json_output:
         print_json(rows)
     for row in rows:

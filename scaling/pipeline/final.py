@@ -430,8 +430,9 @@ def check_fits(cluster: Cluster, total: dict, nodes: list[dict]) -> None:
                          f"{cluster.cpus} CPU(s); each host needs a node of its own", field=("hosts", "gpus", "cpus"))
 
 
-def train_on_cluster(config: dict, out: Path, cluster: Cluster, log) -> dict:
-    """Train as one Ray task per host, each on its own node; return the summary of process 0 (which wrote it)."""
+def train_on_cluster(config: dict, out: Path, cluster: Cluster, log, written: str = "recommendation.json") -> dict:
+    """Train as one Ray task per host, each on its own node; return the summary of process 0 (which wrote it).
+    `written`: a file the driver wrote into `out`, which every node must see (a shared filesystem)."""
     import ray  # lazy: start-up time (only a run on a cluster needs Ray)
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -453,7 +454,7 @@ def train_on_cluster(config: dict, out: Path, cluster: Cluster, log) -> dict:
         refs = [task.options(num_cpus=cluster.cpus, num_gpus=cluster.gpus, max_retries=0,
                              runtime_env=runtime_env(worker_env(cluster.cpus, cluster.gpus)),
                              scheduling_strategy=on_host(i))
-                .remote(config, str(out.absolute()), cluster.hosts, i, coordinator)
+                .remote(config, str(out.absolute()), cluster.hosts, i, coordinator, written)
                 for i in range(cluster.hosts)]
         log(f"training on {cluster.hosts} Ray task(s)" + (f", JAX coordinator {coordinator}" if coordinator else ""))
         return wait_for_tasks(refs, out, log)[0]
@@ -512,9 +513,10 @@ def free_address() -> str:
     return f"{ray.util.get_node_ip_address()}:{port}"
 
 
-def train_task(config: dict, run_dir: str, hosts: int, process_id: int, coordinator: str | None) -> dict:
+def train_task(config: dict, run_dir: str, hosts: int, process_id: int, coordinator: str | None,
+               written: str = "recommendation.json") -> dict:
     """One host's part of the final run: join the other hosts' JAX program (if any), then train."""
-    check_visible(Path(run_dir), config["data"])
+    check_visible(Path(run_dir), config["data"], written)
     if hosts > 1:
         import jax  # lazy: see the import of train_run below
 
@@ -525,12 +527,12 @@ def train_task(config: dict, run_dir: str, hosts: int, process_id: int, coordina
     return train_run(config, run_dir, progress=False)
 
 
-def check_visible(run_dir: Path, data: str) -> None:
-    """The driver wrote recommendation.json into the run directory and read the token store: a node that misses
-    either is not on their shared filesystem."""
+def check_visible(run_dir: Path, data: str, written: str = "recommendation.json") -> None:
+    """The driver wrote `written` into the run directory and read the token store: a node that misses either is
+    not on their shared filesystem."""
     node = socket.gethostname()
-    if not (run_dir / "recommendation.json").is_file():
-        raise InputError(f"out = {run_dir}: Ray node {node} does not see the run directory (no recommendation.json "
+    if not (run_dir / written).is_file():
+        raise InputError(f"out = {run_dir}: Ray node {node} does not see the run directory (no {written} "
                          "there); it must be on a filesystem every node shares, at the same path", field="out")
     if not (Path(data) / "vocab.json").is_file():
         raise InputError(f"data = {data}: Ray node {node} does not see the token store; it must be on a filesystem "

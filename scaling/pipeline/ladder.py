@@ -7,19 +7,25 @@ C/10 and C/3, evaluated like the sweep's runs, give `scaling downstream` a law a
 
 `train_ladder(run, fractions, out)` trains into `out/runs/<name>/` (a sweep directory, so `scaling evaluate
 out` takes every finished rung) one run per fraction, in order, each resuming or skipping as `scaling train`
-does; only `train.tokens` (and `train.steps`) differ from the run's own config.
+does; only `train.tokens` (and `train.steps`) differ from the run's own config. Each rung's `ladder.json`
+says which run and fraction it repeats. With a `cluster` each rung trains there as `scaling final --address`
+trains (one Ray task per host), in this process otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+from scaling.common.atomic import write_json_atomic
 from scaling.common.errors import InputError
 from scaling.train.config import RunConfig, parse_run_config
 from scaling.train.run_dir import RunDir
+
+LADDER_RECORD = "ladder.json"  # in each rung: the run it repeats, its fraction and steps
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -35,6 +41,11 @@ def parse_fractions(text: str) -> list[float]:
         values.append(value)
     if len(set(values)) != len(values):
         raise InputError(f"--fractions {text}: a fraction is given twice")
+    names = [rung_name(v) for v in values]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise InputError(f"--fractions {text}: two fractions share the rung name {twice} (3 significant digits); "
+                         "expected fractions that differ there")
     return sorted(values)
 
 
@@ -59,9 +70,11 @@ def default_ladder_dir(run: Path) -> Path:
     return run.parent / f"{run.name}-ladder"
 
 
-def train_ladder(run: Path, fractions: Sequence[float], out: Path, *, progress: bool = True) -> list[dict]:
-    """Train the ladder of `run` (a run directory: its config.json) into `out`; return one row per rung:
-    name, fraction, steps, tokens, status, val_loss."""
+def train_ladder(run: Path, fractions: Sequence[float], out: Path, *, progress: bool = True, cluster=None,
+                 log=print) -> list[dict]:
+    """Train the ladder of `run` (a run directory: its config.json) into `out`, here or on `cluster` (a
+    scaling.pipeline.final.Cluster); return one row per rung: name, fraction, steps, tokens, status, val_loss."""
+    from scaling.pipeline.final import connected, train_on_cluster  # lazy: the fit stack, Ray
     from scaling.train.trainer import train_run  # lazy: JAX loads only when something trains
 
     run_dir = RunDir(run)
@@ -70,9 +83,19 @@ def train_ladder(run: Path, fractions: Sequence[float], out: Path, *, progress: 
     config = run_dir.read_config()
     rungs = ladder_configs(config, fractions, str(run_dir.config_path))
     rows = []
-    for (name, rung), fraction in zip(rungs, fractions, strict=True):
-        summary = train_run(rung, out / "runs" / name, progress=progress)
-        rows.append({"name": name, "fraction": fraction, "steps": rung.total_steps,
-                     "tokens": rung.total_steps * rung.tokens_per_step, "status": summary.get("status"),
-                     "val_loss": summary.get("val_loss")})
+    with connected(cluster) if cluster else contextlib.nullcontext():
+        for (name, rung), fraction in zip(rungs, fractions, strict=True):
+            rung_dir = out / "runs" / name
+            record = rung_dir / LADDER_RECORD
+            if not record.is_file():
+                rung_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(record, {"run": str(Path(run).absolute()), "fraction": fraction,
+                                           "steps": rung.total_steps})
+            if cluster:
+                summary = train_on_cluster(rung.to_dict(), rung_dir, cluster, log, written=LADDER_RECORD)
+            else:
+                summary = train_run(rung, rung_dir, progress=progress)
+            rows.append({"name": name, "fraction": fraction, "steps": rung.total_steps,
+                         "tokens": rung.total_steps * rung.tokens_per_step, "status": summary.get("status"),
+                         "val_loss": summary.get("val_loss")})
     return rows
