@@ -248,10 +248,14 @@ def test_ladder_on_a_ray_cluster_matches_the_in_process_ladder(tmp_path, loopbac
     def ladder(out, env, *extra):
         command = [sys.executable, "-m", "scaling", "ladder", str(run), "--fractions", "1/4,1/2", "--out", str(out),
                    "--quiet", "--json", *extra]
-        return run_final(command, env)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout), result.stderr
 
-    here = ladder(tmp_path / "here", {**without_ray_address(), "SCALING_CPU_DEVICES": "1"})
-    on_ray = ladder(tmp_path / "ray", cluster_env, "--address", address)
+    here, here_log = ladder(tmp_path / "here", {**without_ray_address(), "SCALING_CPU_DEVICES": "1"})
+    on_ray, ray_log = ladder(tmp_path / "ray", cluster_env, "--address", address)
+    # each rung went to the cluster as a Ray task (equal losses alone would not tell an ignored --address)
+    assert ray_log.count("training on 1 Ray task(s)") == 2 and "Ray task" not in here_log
     assert [(r["name"], r["steps"], r["status"]) for r in on_ray] == [("frac0.25", 6, "finished"),
                                                                       ("frac0.5", 12, "finished")]
     for a, b in zip(here, on_ray, strict=True):
