@@ -40,7 +40,7 @@ widths = [8, 16, 24, 32, 48]
 sizes_per_budget = 3
 tokens_per_param = 30.0
 min_steps = 8
-""" + TINY_TRAINING
+""" + TINY_TRAINING.replace("seq_len = 32\n", "seq_len = 32\nshort_seq_len = 16\nshort_seq_fraction = 0.75\n")
 
 TINY_FINITE_GRID = """
 name = "tiny-finite"
@@ -90,6 +90,8 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
         return {**config, "train": {k: v for k, v in config["train"].items() if k not in ("tokens", "steps")}}
 
     final_steps = json.loads((root / "final" / "summary.json").read_text())["steps"]
+    final_train = RunDir(root / "final").read_config().train  # the sweep's short context, as the demo's grid has
+    assert (final_train.short_seq_len, final_train.short_seq_fraction) == (16, 0.75)
     rungs = ["frac0.0333", "frac0.1", "frac0.333"]
     for rung, fraction in zip(rungs, (1 / 30, 1 / 10, 1 / 3), strict=True):
         rung_dir = root / "final-ladder" / "runs" / rung

@@ -200,16 +200,20 @@ def test_plan_json_and_errors_on_the_command_line(tmp_path, store, run_cli):
 
 
 def test_shipped_grids_validate_and_comet_is_costed_in_gpu_hours(tmp_path, store, run_cli):
-    for name in ("smoke", "quickstart", "quickstart_whole_history", "quickstart_context256", "extrapolation"):
+    for name in ("smoke", "quickstart", "quickstart_whole_history", "quickstart_context256", "quickstart_short_context",
+                 "extrapolation"):
         expansion = expand_grid(load_grid(REPO / "sweeps" / "grids" / f"{name}.toml", data=store))
         assert len(expansion.runs) >= 6
     # the 256-token variant is the quickstart in longer windows: the same shapes, tokens and steps per run
-    quickstart, context256 = (
+    # and the short-context variant reaches 256 tokens after the quickstart's 8 windows of 64
+    quickstart, context256, short_context = (
         [(r.budget, r.params, r.tokens, r.steps, r.shape.max_seq_len) for r in
          expand_grid(load_grid(REPO / "sweeps" / "grids" / f"{name}.toml", data=store)).runs]
-        for name in ("quickstart", "quickstart_context256"))
-    assert [r[:4] for r in quickstart] == [r[:4] for r in context256]
-    assert {r[4] for r in quickstart} == {64} and {r[4] for r in context256} == {256}
+        for name in ("quickstart", "quickstart_context256", "quickstart_short_context"))
+    assert [r[:4] for r in quickstart] == [r[:4] for r in context256] == [r[:4] for r in short_context]
+    assert {r[4] for r in quickstart} == {64} and {r[4] for r in context256} == {r[4] for r in short_context} == {256}
+    short = load_grid(REPO / "sweeps" / "grids" / "quickstart_short_context.toml", data=store).train
+    assert short["short_seq_len"] * 8 == short["seq_len"] * short["batch_size"]  # the quickstart's 8 windows
     code, out, err = run_cli("sweep", "plan", REPO / "sweeps" / "grids" / "comet.toml", "--hardware", "h100", "--json")
     assert code == 0, err
     plan = json.loads(out)

@@ -144,14 +144,16 @@ def ladder(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="The demo's directory."),
     patients: int = typer.Option(None, help="Cohort size (default: the demo preset)."),
-    grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: sweeps/grids/quickstart.toml)."),
+    grid: Path = typer.Option(None, help="The IsoFLOP grid to sweep (default: "
+                                         "sweeps/grids/quickstart_short_context.toml; sweeps/grids/quickstart.toml: "
+                                         "the 64-token demo)."),
     ladder: bool = typer.Option(True, "--ladder/--no-ladder",
                                 help="Train the final run's shape at 1/30, 1/10 and 1/3 of its steps and fit a "
                                      "second downstream law on them (about half the final run's compute and "
                                      "three more evaluations)."),
     track: str = track_option(),
 ) -> None:
-    """The main job end to end: cohort, tokens, quickstart sweep on local Ray, fits, recommendation, final
+    """The main job end to end: cohort, tokens, IsoFLOP sweep on local Ray, fits, recommendation, final
     run, its ladder, downstream evaluation, report (runs/demo/report.md). Re-running reuses everything
     finished.
 

@@ -53,7 +53,7 @@ from sweeps.cluster import connect_ray, runtime_env, worker_env
 # Train settings the final run takes from the sweep; the rest follows from the new token budget.
 COPIED_TRAIN_KEYS = ("batch_size", "seq_len", "lr", "schedule", "cooldown_fraction", "min_lr_ratio", "weight_decay",
                      "beta1", "beta2", "grad_clip", "eval_tokens", "window_mode", "dtype", "steps_per_dispatch",
-                     "log_every")
+                     "log_every", "short_seq_len", "short_seq_fraction")
 
 
 # Model settings the final run takes from the sweep: the parametrization its settings were tuned under.

@@ -111,6 +111,19 @@ class WindowSampler:
         return np.asarray(self.split.tokens[flat], dtype=np.int32)
 
 
+@dataclass(frozen=True)
+class ShortThenLongSampler:
+    """The batches of `short` before step `switch` and of `long` from it on (train.short_seq_len: a shorter
+    context for the first steps, the same tokens per step)."""
+
+    short: WindowSampler
+    long: WindowSampler
+    switch: int
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return (self.short if step < self.switch else self.long).batch(step)
+
+
 def gather_windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """(B,) start offsets -> (B, length) int32 windows of the flat token array."""
     return np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int32)

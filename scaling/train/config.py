@@ -16,11 +16,20 @@
     eval_every = 100
     checkpoint_every = 200
     # unique_tokens = 7e6            # optional: train on a nested subset of the train patients (below)
+    # short_seq_len = 32             # optional: a shorter context for the first steps (below)
+    # short_seq_fraction = 0.75
 
 `train.unique_tokens = U` limits the windows to the shortest prefix, in a fixed seed-independent order
 of the train patients, whose tokens reach U (scaling.data.token_store.TokenSplit.nested_subset): runs
 with different U see nested subsets, and a run of D tokens repeats its data D / U' times (U' the
 subset's tokens). Validation is unchanged. Left out, a run draws from every train token.
+
+`train.short_seq_len = S` with `train.short_seq_fraction = f` (sequence-length warmup, as Li et al. 2022 and
+long-context LLM recipes do): the first round(f x steps) steps train on batch_size x seq_len / S windows of S
+tokens, the rest on batch_size windows of seq_len, so every step has the same tokens and only the context
+changes. Many short windows early give the small runs of a sweep the low-noise steps of a short context; the
+last steps teach the model the whole context. Validation is always at seq_len. The model is the same at both
+lengths (rotary positions, no table of positions).
 
 Every key is checked: an unknown key, a wrong type or an impossible value is an InputError naming the
 file and the field ("config.toml: unknown key 'train.lrr'").
@@ -98,6 +107,8 @@ class TrainSection:
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     attention: str = "auto"  # auto (cudnn on GPU in bfloat16, else xla) | xla | cudnn
     unique_tokens: float | None = None  # draw from a nested subset of train patients of about this many tokens
+    short_seq_len: int | None = None  # the context of the first short_seq_fraction of steps (same tokens per step)
+    short_seq_fraction: float = 0.0  # the fraction of steps at short_seq_len
 
 
 @dataclass(frozen=True)
@@ -124,15 +135,33 @@ class RunConfig:
     def tokens_per_step(self) -> int:
         return self.train.batch_size * self.train.seq_len
 
+    @property
+    def short_steps(self) -> int:
+        """The steps at train.short_seq_len, from the first (0 without a short context); the last step is
+        always at seq_len."""
+        if self.train.short_seq_len is None:
+            return 0
+        return min(round(self.train.short_seq_fraction * self.total_steps), self.total_steps - 1)
+
+    def windows_at(self, step: int) -> tuple[int, int]:
+        """(windows, tokens per window) of the batch of optimizer step `step` (0-based)."""
+        t = self.train
+        if step < self.short_steps:
+            return t.batch_size * t.seq_len // t.short_seq_len, t.short_seq_len
+        return t.batch_size, t.seq_len
+
     def shape(self, vocab_size: int) -> ModelShape:
         return self.model.shape(vocab_size, self.train.seq_len)
 
     def to_dict(self) -> dict:
-        """The config as a dict; optional fields added later (train.unique_tokens) only when set, so the
-        record of a run that leaves them out is the one earlier versions wrote (resume compares it)."""
+        """The config as a dict; optional fields added later (train.unique_tokens, train.short_seq_len) only
+        when set, so the record of a run that leaves them out is the one earlier versions wrote (resume
+        compares it)."""
         out = asdict(self)
         if out["train"]["unique_tokens"] is None:
             del out["train"]["unique_tokens"]
+        if out["train"]["short_seq_len"] is None and out["train"]["short_seq_fraction"] == 0.0:
+            del out["train"]["short_seq_len"], out["train"]["short_seq_fraction"]
         if out["model"]["parametrization"] == "standard" and out["model"]["mup_base_d_model"] is None:
             del out["model"]["parametrization"], out["model"]["mup_base_d_model"]
         return out
@@ -167,6 +196,7 @@ _TYPES = {
     "beta2": float, "grad_clip": float, "eval_every": int, "eval_tokens": int, "checkpoint_every": int,
     "keep_checkpoints": int, "log_every": int, "steps_per_dispatch": int, "window_mode": str,
     "dtype": str, "attention": str, "unique_tokens": float, "parametrization": str, "mup_base_d_model": int,
+    "short_seq_len": int, "short_seq_fraction": float,
 }
 
 
@@ -212,6 +242,7 @@ def _validate(source: str, c: RunConfig) -> None:
     if t.unique_tokens is not None and not (math.isfinite(t.unique_tokens) and t.unique_tokens > 0):
         fail(f"train.unique_tokens = {t.unique_tokens!r} must be a positive, finite number of tokens "
              "(leave it out to train on every train token)")
+    _validate_short_context(fail, c)
     for section_name, section in (("model", m), ("train", t)):
         for f in fields(section):
             value = getattr(section, f.name)
@@ -236,3 +267,17 @@ def _validate(source: str, c: RunConfig) -> None:
         c.shape(vocab_size=m.vocab_size or 2)
     except InputError as e:
         fail(str(e))
+
+
+def _validate_short_context(fail, c: RunConfig) -> None:
+    t = c.train
+    if t.short_seq_len is None:
+        if t.short_seq_fraction != 0.0:
+            fail(f"train.short_seq_fraction = {t.short_seq_fraction!r} needs train.short_seq_len (the short context)")
+        return
+    if not 0 < t.short_seq_len < t.seq_len or t.seq_len % t.short_seq_len:
+        fail(f"train.short_seq_len = {t.short_seq_len} must be less than train.seq_len = {t.seq_len} and divide "
+             "it (a step of the short context holds the same tokens in more windows)")
+    if not 0 < t.short_seq_fraction < 1:
+        fail(f"train.short_seq_fraction = {t.short_seq_fraction!r} must be between 0 and 1 (exclusive): the "
+             "fraction of steps at train.short_seq_len")

@@ -35,7 +35,7 @@ from models.parametrization import learning_rate_multipliers
 from scaling.common.errors import InputError
 from scaling.common.hardware import peak_flops_per_s
 from scaling.data.token_store import TokenStore, train_subset
-from scaling.train.batches import WindowSampler, evaluation_batches
+from scaling.train.batches import ShortThenLongSampler, WindowSampler, evaluation_batches
 from scaling.train.compile_cache import CompileLog, enable_compilation_cache
 from scaling.train.config import RunConfig, load_run_config, parse_run_config
 from scaling.train.cpu_devices import split_cpu_into_devices, training_devices
@@ -139,10 +139,25 @@ def steps_per_chunk(config: RunConfig) -> int:
 
 
 def chunk_ends(config: RunConfig, start: int) -> list[int]:
-    """The steps at which chunks end after `start`: multiples of K and the last step. A function of the
-    config alone, so a resumed run compiles and runs the same chunks as an uninterrupted one."""
+    """The steps at which chunks end after `start`: multiples of K, the last step of a short context
+    (train.short_seq_len: a chunk's windows have one shape) and the last step. A function of the config
+    alone, so a resumed run compiles and runs the same chunks as an uninterrupted one."""
     k, total = steps_per_chunk(config), config.total_steps
-    return [*range((start // k + 1) * k, total, k), total] if start < total else []
+    ends = {*range((start // k + 1) * k, total, k), total} if start < total else set()
+    if start < config.short_steps < total:
+        ends.add(config.short_steps)
+    return sorted(ends)
+
+
+def window_sampler(config: RunConfig, split, pad_id: int, patients=None) -> WindowSampler | ShortThenLongSampler:
+    """The run's training batches: windows of seq_len, after the short context's steps where it has them."""
+    t = config.train
+    long = WindowSampler(split, t.batch_size, t.seq_len, config.seed, pad_id, t.window_mode, patients=patients)
+    if not config.short_steps:
+        return long
+    windows, length = config.windows_at(0)
+    short = WindowSampler(split, windows, length, config.seed, pad_id, t.window_mode, patients=patients)
+    return ShortThenLongSampler(short, long, config.short_steps)
 
 
 class ChunkFeeder:
@@ -151,7 +166,8 @@ class ChunkFeeder:
 
     _END = object()
 
-    def __init__(self, sampler: WindowSampler, chunks: Iterable[tuple[int, int]], sharding, depth: int = 2):
+    def __init__(self, sampler: WindowSampler | ShortThenLongSampler, chunks: Iterable[tuple[int, int]], sharding,
+                 depth: int = 2):
         self.sampler, self.chunks, self.sharding = sampler, chunks, sharding
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
@@ -342,12 +358,15 @@ def _train(config: RunConfig, plan: RunPlan, store: TokenStore, run: RunDir, con
     )
     if data_line := data_use_line(config, plan, store):
         console.print(data_line)
+    if config.short_steps:
+        windows, length = config.windows_at(0)
+        console.print(f"short context: steps 1-{config.short_steps:,} on {windows} windows of {length} tokens, "
+                      f"then {t.batch_size} of {t.seq_len}")
 
     train_chunk = make_train_chunk(graphdef, tx, mesh)
     evaluate = make_eval(graphdef, mesh)
     eval_windows, eval_masks = evaluation_arrays(config, store, chunk_sharding)
-    sampler = WindowSampler(store.split("train"), t.batch_size, t.seq_len, config.seed, store.vocab.pad_id,
-                            t.window_mode, patients=plan.train_patients)
+    sampler = window_sampler(config, store.split("train"), store.vocab.pad_id, plan.train_patients)
     ends = chunk_ends(config, start)
     chunks = list(zip([start, *ends[:-1]], ends, strict=True))
     tracker = RunTrackers(run.path, run.read_record(), start) if writes_run_files() else None
