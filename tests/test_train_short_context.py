@@ -11,9 +11,10 @@ from train_builders import random_token_store, tiny_run_config
 
 from scaling.common.errors import InputError
 from scaling.data.token_store import TokenStore
-from scaling.pipeline.final import COPIED_TRAIN_KEYS
+from scaling.pipeline.final import sweep_train_settings
 from scaling.pipeline.ladder import ladder_configs
 from scaling.train.config import parse_run_config
+from scaling.train.run_dir import RunDir
 from scaling.train.trainer import chunk_ends, train_run, window_sampler
 
 
@@ -99,8 +100,11 @@ def test_a_run_stopped_in_its_short_steps_resumes_across_the_switch_exactly(tmp_
                                   pd.read_parquet(tmp_path / "full" / "metrics.parquet").drop(columns="tokens_per_s"))
 
 
-def test_the_final_run_and_every_rung_keep_the_sweeps_short_context():
-    assert {"short_seq_len", "short_seq_fraction"} <= set(COPIED_TRAIN_KEYS)
+def test_the_final_run_and_every_rung_keep_the_sweeps_short_context(tmp_path):
+    # the final run's [train] comes from a sweep run's config.json
+    RunDir(tmp_path / "sweep" / "runs" / "a").write_record({"config": short_config(steps=300).to_dict()})
+    train, _, _ = sweep_train_settings(tmp_path / "sweep" / "results.parquet")
+    assert (train["short_seq_len"], train["short_seq_fraction"]) == (8, 0.5)
     config = short_config(steps=300, short_seq_fraction=0.75)
     (_, rung), = ladder_configs(config, [0.1], "run")
     assert rung.train.short_seq_len == 8 and rung.total_steps == 30 and rung.short_steps == round(0.75 * 30)
